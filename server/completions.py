@@ -1,0 +1,90 @@
+"""From a completion request to a cleaned-up suggestion: adapter, FIM prompt, engine, post-processing."""
+from __future__ import annotations
+
+import time
+import uuid
+
+from server.adapters import AdapterRegistry
+from server.engines import Engine, GenerationParams
+from server.fim import FimTemplate, build_prompt, get_template
+from server.metrics import ServerMetrics
+from server.postprocess import postprocess
+from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
+
+
+class RequestError(Exception):
+    """The request is well-formed JSON but cannot be served as asked (HTTP `status`)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class CompletionService:
+    def __init__(self, engine: Engine, registry: AdapterRegistry, metrics: ServerMetrics, settings):
+        self.engine = engine
+        self.registry = registry
+        self.metrics = metrics
+        self.settings = settings
+        self._vocab = engine.tokenizer.get_vocab()
+        self.default_template = get_template(settings.fim_template, engine.model_type, self._vocab)
+
+    def template_for(self, adapter: str | None) -> FimTemplate:
+        """An adapter trained with its own FIM format (codeloop.json) is prompted that way."""
+        record = self.registry.records.get(adapter) if adapter else None
+        if record and record.fim_template:
+            return get_template(record.fim_template, self.engine.model_type, self._vocab)
+        return self.default_template
+
+    async def complete(self, req: CompletionRequest) -> CompletionResponse:
+        started = time.monotonic()
+        max_tokens = req.max_tokens or self.settings.default_max_tokens
+        if max_tokens > self.settings.max_tokens_limit:
+            raise RequestError(422, f"max_tokens={max_tokens} is over this server's limit of {self.settings.max_tokens_limit}")
+        if req.segments is not None:
+            prefix, suffix, language = req.segments.prefix, req.segments.suffix, req.segments.language
+        else:
+            prefix, suffix, language = req.prompt or "", req.suffix or "", None
+        # Resolve the adapter and hand the job to the engine with no await in between, so an
+        # unload requested meanwhile queues behind this request (see server/adapters.py).
+        adapter = self.registry.resolve(req.adapter or req.model)
+        template = self.template_for(adapter)
+        prompt = build_prompt(template, prefix, suffix, self.engine.tokenizer, self.settings.max_prompt_tokens, self.settings.suffix_share)
+        params = GenerationParams(
+            max_tokens=max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            stop=tuple(dict.fromkeys([*template.stop, *req.stop_list()])),
+            seed=req.seed,
+        )
+        result = await self.engine.complete(prompt.text, params, adapter)
+        text = result.text
+        if req.postprocess:
+            text = postprocess(text, prompt.prefix, prompt.suffix, language=language, stop=params.stop)
+        total_ms = (time.monotonic() - started) * 1000
+        self._observe(result, adapter)
+        return CompletionResponse(
+            id=f"cmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=adapter or self.engine.model_name,
+            adapter=adapter,
+            choices=[Choice(index=0, text=text, finish_reason=result.finish_reason)],
+            usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
+            timings=Timings(
+                queue_ms=round(result.queue_ms, 2),
+                engine_ms=round(result.engine_ms, 2),
+                total_ms=round(total_ms, 2),
+                first_token_ms=None if result.first_token_ms is None else round(result.first_token_ms, 2),
+            ),
+        )
+
+    def _observe(self, result, adapter: str | None) -> None:
+        label = adapter or "base"
+        m = self.metrics
+        m.engine_seconds.labels(label).observe(result.engine_ms / 1000)
+        m.queue_seconds.observe(result.queue_ms / 1000)
+        if result.first_token_ms is not None:
+            m.first_token_seconds.observe(result.first_token_ms / 1000)
+        m.prompt_tokens.inc(result.prompt_tokens)
+        m.completion_tokens.labels(label).inc(result.completion_tokens)
+        m.completions.labels(label, result.finish_reason).inc()

@@ -1,0 +1,72 @@
+"""The engine protocol every backend implements (see DESIGN.md, "Engines")."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy, deterministic
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+    prompt_tokens: int
+    completion_tokens: int
+    queue_ms: float
+    engine_ms: float
+    first_token_ms: float | None = None
+    adapter: str | None = None
+
+
+class EngineError(Exception):
+    """The engine could not do what was asked; the message says why."""
+
+
+class EngineBusy(EngineError):
+    """Too many requests are waiting; the caller should retry later."""
+
+
+class Engine(Protocol):
+    model_dir: Path
+    model_name: str  # what `model` / `base_model_name_or_path` must match
+    model_type: str
+    tokenizer: object  # a Hugging Face tokenizer (prompt trimming uses the real one)
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def complete(self, prompt: str, params: GenerationParams, adapter: str | None) -> Completion:
+        """Generate; if the awaiting task is cancelled, generation stops within a few tokens."""
+
+    async def load_adapter(self, name: str, path: Path) -> None: ...
+
+    async def unload_adapter(self, name: str) -> None: ...
+
+    def adapters(self) -> list[str]: ...
+
+    def queue_depth(self) -> int: ...
+
+    cancel_stats: "CancelStats"
+
+
+@dataclass
+class CancelStats:
+    """How promptly cancelled generations stopped (tokens produced after the cancel)."""
+
+    cancelled: int = 0
+    tokens_after_cancel: list[int] = field(default_factory=list)
+
+    def drain(self) -> list[int]:
+        """The figures recorded since the last drain (for the /metrics histogram)."""
+        taken, self.tokens_after_cancel = self.tokens_after_cancel, []
+        return taken

@@ -1,0 +1,27 @@
+"""Prometheus metrics of one server (its own registry, so tests can run several apps)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("codeloop_http_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.request_seconds = Histogram("codeloop_http_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.engine_seconds = Histogram("codeloop_engine_seconds", "time the engine spent on a completion", ["adapter"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram("codeloop_queue_seconds", "time a completion waited for the engine", buckets=LATENCY_BUCKETS, registry=r)
+        self.first_token_seconds = Histogram("codeloop_time_to_first_token_seconds", "time to the first generated token", buckets=LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("codeloop_prompt_tokens", "prompt tokens sent to the engine", registry=r)
+        self.completion_tokens = Counter("codeloop_completion_tokens", "tokens generated", ["adapter"], registry=r)
+        self.completions = Counter("codeloop_completions", "completions by how they finished", ["adapter", "finish_reason"], registry=r)
+        self.tokens_after_cancel = Histogram("codeloop_tokens_after_cancel", "tokens generated after a client went away", buckets=(0, 1, 2, 4, 8, 16, 64), registry=r)
+        self.adapter_loads = Counter("codeloop_adapter_loads", "adapter registrations", ["result"], registry=r)
+        self.adapter_load_seconds = Histogram("codeloop_adapter_load_seconds", "time to validate, hash and load an adapter", buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("codeloop_engine_queue_depth", "requests waiting for the engine", registry=r)
+        self.adapters_loaded = Gauge("codeloop_adapters_loaded", "adapters loaded in the engine", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

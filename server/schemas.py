@@ -1,0 +1,111 @@
+"""Wire types of the HTTP API (DESIGN.md, "HTTP API of server/"). No logic lives here."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Segments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prefix: str = Field(..., description="text before the cursor")
+    suffix: str = Field("", description="text after the cursor")
+    filepath: str | None = None
+    language: str | None = Field(None, description="LSP language id, e.g. 'python'")
+
+
+class CompletionRequest(BaseModel):
+    """Either `segments` (editor form) or `prompt` (+ optional `suffix`, OpenAI form)."""
+
+    model_config = ConfigDict(extra="forbid")
+    segments: Segments | None = None
+    prompt: str | None = None
+    suffix: str | None = None
+    model: str | None = Field(None, description="OpenAI form: an adapter name, or 'base'")
+    adapter: str | None = Field(None, description="adapter name; default: the live adapter")
+    max_tokens: int | None = Field(None, ge=1, description="default: the server's default_max_tokens")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] | str | None = None
+    seed: int | None = None
+    user: str | None = Field(None, max_length=200, description="a stable pseudonym of the person typing")
+    # Copilot-style clean-up of the suggestion (single/multi-line, suffix overlap, ...).
+    postprocess: bool = True
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "CompletionRequest":
+        if (self.segments is None) == (self.prompt is None):
+            raise ValueError("give either 'segments' {prefix, suffix, ...} or 'prompt' (OpenAI form), not both or neither")
+        if self.segments is not None and self.suffix is not None:
+            raise ValueError("'suffix' belongs inside 'segments' in the segments form")
+        if self.adapter and self.model and self.adapter != self.model:
+            raise ValueError("'adapter' and 'model' name different adapters; give one")
+        return self
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        return [s for s in stops if s]
+
+
+class Choice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+
+
+class Timings(BaseModel):
+    queue_ms: float
+    engine_ms: float
+    total_ms: float
+    first_token_ms: float | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    adapter: str | None
+    experiment: str | None = None
+    arm: str | None = None
+    choices: list[Choice]
+    usage: Usage
+    timings: Timings
+
+
+class AdapterLoad(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., description="immutable version name, e.g. 'team-py@7'")
+    path: str = Field(..., description="adapter folder, inside the server's adapter directory")
+
+
+class AdapterInfo(BaseModel):
+    name: str
+    path: str
+    sha256: str
+    size_bytes: int
+    base_model: str
+    rank: int
+    target_modules: list[str]
+    created_at: float
+    live: bool
+    fim_template: str | None = None
+    metadata: dict = {}
+
+
+class AdapterList(BaseModel):
+    base_model: str
+    live: str | None
+    adapters: list[AdapterInfo]
+
+
+class Error(BaseModel):
+    error: str
+    detail: list | None = None

@@ -1,0 +1,101 @@
+"""Settings precedence and the command line's error handling (real subprocesses)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from codeloop.settings import Settings, SettingsError, load_settings
+
+SUBCOMMANDS = [[], ["serve"], ["up"], ["model"], ["model", "prepare"], ["settings"]]
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for key in list(os.environ):
+        if key.startswith("CODELOOP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CODELOOP_CONFIG", str(tmp_path / "codeloop.toml"))
+    return tmp_path
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "codeloop.cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_defaults(clean_env):
+    s = load_settings()
+    assert (s.host, s.port, s.engine, s.model) == ("127.0.0.1", 8000, "transformers", "")
+    assert s.adapters_dir == s.data_dir / "adapters"
+
+
+def test_toml_then_env_then_arguments(clean_env, monkeypatch):
+    (clean_env / "codeloop.toml").write_text('port = 9001\nmax_prompt_tokens = 512\nlog_level = "debug"\n')
+    s = load_settings()
+    assert (s.port, s.max_prompt_tokens, s.log_level) == (9001, 512, "debug")
+    monkeypatch.setenv("CODELOOP_PORT", "9002")
+    assert load_settings().port == 9002  # environment beats the file
+    assert load_settings(port=9003).port == 9003  # a command-line flag beats both
+    assert load_settings().max_prompt_tokens == 512
+
+
+@pytest.mark.parametrize(
+    "source, name",
+    [
+        ({"env": ("CODELOOP_PORT", "eighty")}, "port"),
+        ({"env": ("CODELOOP_ENGINE", "tensorflow")}, "engine"),
+        ({"env": ("CODELOOP_FIM_TEMPLATE", "fortran")}, "fim_template"),
+        ({"env": ("CODELOOP_MODEL", "/no/such/model")}, "model"),
+        ({"toml": "max_prompt_tokens = -5\n"}, "max_prompt_tokens"),
+        ({"toml": "no_such_setting = 1\n"}, "no_such_setting"),
+    ],
+)
+def test_bad_setting_is_named(clean_env, monkeypatch, source, name):
+    if "env" in source:
+        monkeypatch.setenv(*source["env"])
+    else:
+        (clean_env / "codeloop.toml").write_text(source["toml"])
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert f"'{name}'" in str(err.value)
+    where = source["env"][0] if "env" in source else "codeloop.toml"
+    assert where in str(err.value)
+
+
+def test_broken_toml_is_reported(clean_env):
+    (clean_env / "codeloop.toml").write_text("port = = 3\n")
+    with pytest.raises(SettingsError, match="cannot read settings"):
+        load_settings()
+
+
+def test_cli_bad_setting_exits_2_with_the_name(clean_env):
+    result = run_cli("serve", env={"CODELOOP_PORT": "70000", "CODELOOP_CONFIG": str(clean_env / "x.toml")})
+    assert result.returncode == 2
+    assert "invalid setting 'port' (from CODELOOP_PORT)" in result.stderr
+
+
+def test_cli_bad_flag_exits_2(clean_env):
+    result = run_cli("serve", "--port", "not-a-number")
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+
+
+@pytest.mark.parametrize("args", SUBCOMMANDS)
+def test_every_subcommand_has_help(args):
+    result = run_cli(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_settings_command_shows_effective_values(clean_env):
+    (clean_env / "codeloop.toml").write_text("port = 9100\n")
+    result = run_cli("settings", "--json", env={"CODELOOP_CONFIG": str(clean_env / "codeloop.toml")})
+    assert result.returncode == 0, result.stderr
+    assert '"port": 9100' in result.stdout
+
+
+def test_settings_type_is_the_one_object():
+    # Parts receive this object; they never read CODELOOP_* themselves.
+    assert "data_dir" in Settings.model_fields and "adapter_dir" in Settings.model_fields

@@ -1,0 +1,155 @@
+"""Shared fixtures: the real default model, prepared once and reused across test runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Converted models are kept between runs (conversion takes ~45 s); tests never write elsewhere.
+TEST_MODELS_DIR = Path(os.environ.get("CODELOOP_TEST_MODELS_DIR", REPO / ".codeloop-test" / "models"))
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The real default model (SmolLM2-135M-Instruct) as a safetensors folder."""
+    override = os.environ.get("CODELOOP_TEST_MODEL_DIR")
+    if override:
+        return Path(override)
+    from codeloop.models import prepare_default_model
+
+    return prepare_default_model(TEST_MODELS_DIR)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+# --- the real server, as a separate process ------------------------------------------------
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import httpx  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    proc: subprocess.Popen
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, timeout: float = 180) -> ServerProcess:
+    """`codeloop serve` on a free port; returns once /healthz answers."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "server.log"
+    full_env = {
+        **os.environ,
+        "CODELOOP_DATA_DIR": str(data_dir),
+        "CODELOOP_MODEL": str(model_dir),
+        "CODELOOP_PORT": str(port),
+        "CODELOOP_CONFIG": str(data_dir / "codeloop.toml"),
+        "CODELOOP_LOG_LEVEL": "warning",
+        **(env or {}),
+    }
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "codeloop.cli", "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(f"http://127.0.0.1:{port}", proc, data_dir, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-3000:]}")
+        try:
+            if httpx.get(server.url + "/healthz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server not healthy after {timeout}s:\n{server.log()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(model_dir, tmp_path_factory):
+    """One real server on the real default model, shared by the whole test session."""
+    proc = start_server(model_dir, tmp_path_factory.mktemp("server"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def make_adapter(model_dir, tmp_path_factory):
+    """Build a real LoRA adapter for the default model with random weights (seeded).
+
+    `scale` shrinks lora_B so the adapter changes the model's answers without wrecking them.
+    """
+    cache = tmp_path_factory.mktemp("adapters")
+    made: dict[tuple, Path] = {}
+
+    def make(seed: int, scale: float = 0.3, rank: int = 4, targets=("q_proj", "v_proj")) -> Path:
+        key = (seed, scale, rank, tuple(targets))
+        if key not in made:
+            import torch
+            from peft import LoraConfig, get_peft_model
+            from transformers import AutoModelForCausalLM
+
+            torch.manual_seed(seed)
+            base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+            peft_model = get_peft_model(base, LoraConfig(r=rank, target_modules=list(targets), init_lora_weights=False))
+            with torch.no_grad():
+                for name, weight in peft_model.named_parameters():
+                    if "lora_B" in name:
+                        weight.mul_(scale)
+            out = cache / f"lora-{seed}-{rank}-{scale}"
+            peft_model.save_pretrained(out)
+            made[key] = out
+        return made[key]
+
+    return make
+
+
+def install_adapter(source: Path, adapters_dir: Path, folder_name: str) -> Path:
+    """Copy an adapter folder into a server's adapter directory (where it may load from)."""
+    target = adapters_dir / folder_name
+    if not target.exists():
+        shutil.copytree(source, target)
+    return target
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

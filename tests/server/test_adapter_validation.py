@@ -1,0 +1,100 @@
+"""Adapter folder checks that run before any engine sees the files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from server.adapters import AdapterError, hash_folder, validate_adapter
+
+MODEL_DIR = Path("/models/SmolLM2-135M-Instruct")
+
+
+def make_folder(root: Path, name: str = "a", **config) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    cfg = {"peft_type": "LORA", "base_model_name_or_path": str(MODEL_DIR), "r": 8, "target_modules": ["q_proj", "v_proj"]}
+    cfg.update(config)
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    return folder
+
+
+def check(root: Path, path, name="team-py@1", max_bytes=10_000):
+    return validate_adapter(name, path, adapters_dir=root, model_name=MODEL_DIR.name, model_dir=MODEL_DIR, max_bytes=max_bytes)
+
+
+def test_valid_folder_is_hashed(tmp_path):
+    folder = make_folder(tmp_path)
+    record = check(tmp_path, folder)
+    assert record.sha256 == hash_folder(folder) and len(record.sha256) == 64
+    assert (record.rank, record.target_modules) == (8, ["q_proj", "v_proj"])
+    (folder / "adapter_model.safetensors").write_bytes(b"\1" * 64)
+    assert hash_folder(folder) != record.sha256
+
+
+def test_relative_path_is_inside_the_adapter_dir(tmp_path):
+    make_folder(tmp_path, "rel")
+    assert check(tmp_path, "rel").path == str((tmp_path / "rel").resolve())
+
+
+@pytest.mark.parametrize(
+    "name", ["", "has space", "../etc", "a/b", "x@", "x@y", "-leading", "a" * 80]
+)
+def test_bad_names(tmp_path, name):
+    folder = make_folder(tmp_path)
+    with pytest.raises(AdapterError) as err:
+        check(tmp_path, folder, name=name)
+    assert err.value.status == 422 and "name" in str(err.value)
+
+
+def test_outside_the_adapter_dir_even_through_a_link(tmp_path):
+    outside = make_folder(tmp_path / "elsewhere")
+    inside = tmp_path / "adapters"
+    inside.mkdir()
+    (inside / "link").symlink_to(outside)
+    for path in (outside, inside / "link", inside / ".." / "elsewhere" / "a"):
+        with pytest.raises(AdapterError) as err:
+            check(inside, path)
+        assert err.value.status == 403
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "adapter_model.safetensors").unlink()
+    (folder / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(AdapterError, match="pickled weights are refused"):
+        check(tmp_path, folder)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"peft_type": "IA3"}, "only LoRA"),
+        ({"base_model_name_or_path": "Qwen/Qwen2.5-Coder-1.5B"}, "trained on"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+    ],
+)
+def test_config_problems(tmp_path, config, message):
+    with pytest.raises(AdapterError, match=message) as err:
+        check(tmp_path, make_folder(tmp_path, **config))
+    assert err.value.status == 422
+
+
+def test_missing_pieces(tmp_path):
+    with pytest.raises(AdapterError) as err:
+        check(tmp_path, tmp_path / "nothing")
+    assert err.value.status == 404
+    folder = make_folder(tmp_path)
+    (folder / "adapter_config.json").write_text("{not json")
+    with pytest.raises(AdapterError, match="not valid JSON"):
+        check(tmp_path, folder)
+
+
+def test_size_limit(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 20_000)
+    with pytest.raises(AdapterError) as err:
+        check(tmp_path, folder)
+    assert err.value.status == 413 and "adapter_max_mb" in str(err.value)

@@ -1,0 +1,117 @@
+"""The embedded engine on a tiny randomly-initialised Llama (fast; the real model is in test_http_*)."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+import torch
+
+from server.engines import EngineBusy, EngineError, GenerationParams
+from server.engines.transformers_engine import TransformersEngine
+
+GREEDY = GenerationParams(max_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(model_dir, tmp_path_factory):
+    """A 2-layer Llama with the real tokenizer: same code paths, milliseconds per token."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+    out = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(model_dir / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_adapters(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        path = tmp_path_factory.mktemp(f"tiny-lora-{seed}")
+        model.save_pretrained(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+async def engine(tiny_model_dir):
+    eng = TransformersEngine(tiny_model_dir, max_queue=4, torch_threads=1)
+    await eng.start()
+    yield eng
+    await eng.close()
+
+
+async def test_greedy_is_deterministic(engine):
+    first = await engine.complete("def add(a, b):", GREEDY, None)
+    second = await engine.complete("def add(a, b):", GREEDY, None)
+    assert first.text == second.text
+    assert first.completion_tokens == 12 and first.finish_reason == "length"
+    assert first.prompt_tokens > 3 and first.engine_ms > 0 and first.first_token_ms is not None
+
+
+async def test_adapters_change_output_and_unloading_restores_the_base(engine, tiny_adapters):
+    base = (await engine.complete("x = ", GREEDY, None)).text
+    await engine.load_adapter("a@1", tiny_adapters[0])
+    await engine.load_adapter("a@2", tiny_adapters[1])
+    assert engine.adapters() == ["a@1", "a@2"]
+    one = (await engine.complete("x = ", GREEDY, "a@1")).text
+    two = (await engine.complete("x = ", GREEDY, "a@2")).text
+    assert len({base, one, two}) == 3
+    assert (await engine.complete("x = ", GREEDY, None)).text == base  # adapters disabled for base
+    await engine.unload_adapter("a@1")
+    assert (await engine.complete("x = ", GREEDY, "a@2")).text == two
+    await engine.unload_adapter("a@2")  # the last one: LoRA layers removed entirely
+    assert engine.adapters() == []
+    assert (await engine.complete("x = ", GREEDY, None)).text == base
+
+
+async def test_names_are_immutable_and_unknown_ones_refused(engine, tiny_adapters):
+    await engine.load_adapter("b@1", tiny_adapters[0])
+    with pytest.raises(EngineError, match="already loaded"):
+        await engine.load_adapter("b@1", tiny_adapters[1])
+    with pytest.raises(EngineError, match="not loaded"):
+        await engine.complete("x", GREEDY, "nope@1")
+    with pytest.raises(EngineError, match="not loaded"):
+        await engine.unload_adapter("nope@1")
+
+
+async def test_stop_strings_end_generation(engine):
+    free = await engine.complete("a", GenerationParams(max_tokens=20), None)
+    stop_at = free.text[3:6]
+    assert stop_at.strip(), "tiny model produced only whitespace"
+    stopped = await engine.complete("a", GenerationParams(max_tokens=20, stop=(stop_at,)), None)
+    assert stop_at not in stopped.text and free.text.startswith(stopped.text)
+    assert stopped.finish_reason == "stop" and stopped.completion_tokens < 20
+
+
+async def test_cancel_stops_generation_within_a_few_tokens(engine):
+    task = asyncio.create_task(engine.complete("def", GenerationParams(max_tokens=500), None))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The next job runs only after the cancelled one has stopped.
+    after = await engine.complete("def", GenerationParams(max_tokens=1), None)
+    assert after.queue_ms < 2000
+    (stopped_after,) = engine.cancel_stats.drain()
+    assert stopped_after <= 2
+    assert engine.cancel_stats.cancelled == 1
+
+
+async def test_queue_is_bounded(engine):
+    tasks = [asyncio.create_task(engine.complete("def", GenerationParams(max_tokens=50), None)) for _ in range(8)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    busy = [r for r in results if isinstance(r, EngineBusy)]
+    assert busy and "retry" in str(busy[0])
+    assert sum(1 for r in results if not isinstance(r, Exception)) >= 4
