@@ -9,14 +9,15 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from server.adapters import AdapterError, AdapterRegistry
 from server.completions import CompletionService, RequestError
 from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, make_engine
-from server.limits import BodySizeLimit
-from server.metrics import ServerMetrics
+from server.limits import RequestBodyGuard
+from server.metrics import RequestMetrics, ServerMetrics
 from server.schemas import AdapterInfo, AdapterList, AdapterLoad, CompletionRequest, CompletionResponse, Error
 
 log = logging.getLogger("codeloop.server")
@@ -46,19 +47,11 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
         await engine.close()
 
     app = FastAPI(title="codeloop", version="0.1.0", lifespan=lifespan, responses={422: {"model": Error}})
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestBodyGuard, max_bytes=settings.max_request_bytes)
     app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.monotonic()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.request_seconds.labels(path).observe(time.monotonic() - started)
-        return response
-
+    # Pure ASGI (not @app.middleware): BaseHTTPMiddleware hides client disconnects from routes.
+    app.add_middleware(RequestMetrics, metrics=metrics)
     _install_error_handlers(app)
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses={404: {"model": Error}, 429: {"model": Error}})
@@ -142,6 +135,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {err.get('msg')}")
         return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(AdapterError)
     async def adapter_error(request: Request, exc: AdapterError):

@@ -1,6 +1,7 @@
 """From a completion request to a cleaned-up suggestion: adapter, FIM prompt, engine, post-processing."""
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -57,7 +58,11 @@ class CompletionService:
             stop=tuple(dict.fromkeys([*template.stop, *req.stop_list()])),
             seed=req.seed,
         )
-        result = await self.engine.complete(prompt.text, params, adapter)
+        try:
+            result = await self.engine.complete(prompt.text, params, adapter)
+        except asyncio.CancelledError:  # the client went away; the engine has stopped
+            self.metrics.completions.labels(adapter or "base", "cancelled").inc()
+            raise
         text = result.text
         if req.postprocess:
             text = postprocess(text, prompt.prefix, prompt.suffix, language=language, stop=params.stop)

@@ -1,4 +1,4 @@
-"""Request-size cap, enforced before the body is parsed (so a huge body costs little)."""
+"""Checks on the raw request body before it is parsed: size cap, and UTF-8 for JSON."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,9 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodySizeLimit:
-    """Answer 413 to bodies over `max_bytes`, by Content-Length or while they stream in.
+class RequestBodyGuard:
+    """Answer 413 to bodies over `max_bytes` (by Content-Length or while they stream in), and
+    400 to JSON bodies that are not UTF-8, each with a message that says what to fix.
 
     The body is read here in full (it would be parsed whole anyway) and replayed to the app,
     so the refusal never depends on how the route parses it.
@@ -21,7 +22,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
+            return await self._refuse(send, 413, self._too_big())
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -30,23 +31,33 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await self._refuse(send)
+                return await self._refuse(send, 413, self._too_big())
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
+        body = b"".join(chunks)
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        if b"json" in content_type:
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return await self._refuse(send, 400, f"request body is not UTF-8 (bad byte at offset {exc.start}); send JSON encoded as UTF-8")
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: wait for the disconnect, as the server would
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": f"request body is over {self.max_bytes} bytes (setting max_request_bytes); send less context"}).encode()
+    def _too_big(self) -> str:
+        return f"request body is over {self.max_bytes} bytes (setting max_request_bytes); send less context"
+
+    async def _refuse(self, send: Send, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,282 @@
+"""Fill-in-the-middle prompts: per-family templates and trimming to a token budget.
+
+vLLM's OpenAI server rejects a ``suffix`` field, so codeloop renders the FIM prompt itself::
+
+    template = get_template("auto", config.model_type, tokenizer.get_vocab())
+    built = build_prompt(template, prefix, suffix, tokenizer, max_prompt_tokens=2048)
+    engine.complete(built.text, stop=template.stop, ...)
+"""
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "TEMPLATES",
+    "FimTemplate",
+    "PromptBuild",
+    "Trimmed",
+    "build_prompt",
+    "detect_template",
+    "get_template",
+    "trim_to_budget",
+]
+
+# A token is rarely longer than this many characters on average, so a window of
+# budget * _CHARS_PER_TOKEN characters holds at least `budget` tokens while keeping a
+# 100 kB document from being tokenized whole.
+_CHARS_PER_TOKEN = 8
+
+
+@dataclass(frozen=True)
+class FimTemplate:
+    """How one model family spells a fill-in-the-middle prompt.
+
+    ``prefix_marker``/``suffix_marker``/``middle_marker`` are the literal text put around the
+    two halves (CodeLlama's include its spaces); ``vocab_tokens`` are the vocabulary entries
+    that identify the family; ``stop`` are strings the engine must stop on.
+    """
+
+    name: str
+    prefix_marker: str = ""
+    suffix_marker: str = ""
+    middle_marker: str = ""
+    stop: tuple[str, ...] = ()
+    supports_suffix: bool = True
+    order: Literal["psm", "spm"] = "psm"  # prefix-suffix-middle or suffix-prefix-middle
+    vocab_tokens: tuple[str, ...] = ()
+    auto_detect: bool = True
+
+    def render(self, prefix: str, suffix: str) -> str:
+        if not self.supports_suffix:
+            return self.prefix_marker + prefix
+        if self.order == "spm":
+            return self.prefix_marker + self.suffix_marker + suffix + self.middle_marker + prefix
+        return self.prefix_marker + prefix + self.suffix_marker + suffix + self.middle_marker
+
+
+def _psm(name: str, pre: str, suf: str, mid: str, *extra_stop: str, **kw: Any) -> FimTemplate:
+    # Sentinels are stop strings too: a model that emits one has left the middle.
+    return FimTemplate(
+        name, pre, suf, mid, stop=(*extra_stop, pre, suf, mid), vocab_tokens=(pre, suf, mid), **kw
+    )
+
+
+TEMPLATES: dict[str, FimTemplate] = {
+    t.name: t
+    for t in (
+        # StarCoder, StarCoder2 (and StarCoder-style fine-tunes).
+        _psm("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>",
+             "<|endoftext|>", "<fim_pad>", "<file_sep>", "<repo_name>", "<filename>"),
+        # The original SantaCoder tokenizer spells the same sentinels with hyphens.
+        _psm("santacoder", "<fim-prefix>", "<fim-suffix>", "<fim-middle>",
+             "<|endoftext|>", "<fim-pad>"),
+        # Meta's format: "<PRE> {prefix} <SUF>{suffix} <MID>"; the vocabulary holds "▁<PRE>" etc.
+        FimTemplate(
+            "codellama", "<PRE> ", " <SUF>", " <MID>",
+            stop=("<EOT>", "</s>", "<PRE>", "<SUF>", "<MID>"),
+            vocab_tokens=("▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"),
+        ),
+        # DeepSeek-Coder: fullwidth bars and "▁" are part of the token text.
+        _psm("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
+             "<｜end▁of▁sentence｜>", "<|EOT|>"),
+        _psm("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+             "<|endoftext|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+             "<|im_start|>", "<|im_end|>"),
+        _psm("codegemma", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+             "<|file_separator|>", "<eos>", "<end_of_turn>"),
+        # SmolLM2's unused single-token specials (ids 11-13), for a FIM-trained adapter. The
+        # base model never saw them, so this is opt-in only.
+        _psm("smollm-fim", "<jupyter_start>", "<jupyter_text>", "<jupyter_code>",
+             "<|endoftext|>", "<jupyter_output>", "<|im_end|>", auto_detect=False),
+        FimTemplate("prefix-only", supports_suffix=False),
+    )
+}
+
+
+def detect_template(
+    model_type: str | None, vocab: Mapping[str, int] | Collection[str]
+) -> FimTemplate:
+    """The template whose sentinel tokens the vocabulary holds; ``prefix-only`` if none."""
+    found = [
+        t for t in TEMPLATES.values()
+        if t.auto_detect and t.vocab_tokens and all(tok in vocab for tok in t.vocab_tokens)
+    ]
+    if len(found) > 1:  # Qwen2.5-Coder and CodeGemma share the "<|fim_*|>" spelling.
+        return TEMPLATES[_qwen_or_gemma(model_type, vocab)]
+    return found[0] if found else TEMPLATES["prefix-only"]
+
+
+def _qwen_or_gemma(model_type: str | None, vocab: Mapping[str, int] | Collection[str]) -> str:
+    kind = (model_type or "").lower()
+    if kind.startswith("gemma"):
+        return "codegemma"
+    if kind.startswith("qwen"):
+        return "qwen"
+    return "codegemma" if "<|file_separator|>" in vocab else "qwen"
+
+
+def get_template(
+    name: str, model_type: str | None = None, vocab: Mapping[str, int] | Collection[str] = ()
+) -> FimTemplate:
+    """``"auto"`` detects from the vocabulary; any other name must be a key of TEMPLATES."""
+    if name == "auto":
+        return detect_template(model_type, vocab)
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        valid = ", ".join(["auto", *TEMPLATES])
+        raise ValueError(f"unknown FIM template {name!r}; valid names: {valid}") from None
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """Prefix and suffix cut to fit a budget, with their token counts (exact, re-counted)."""
+
+    prefix: str
+    suffix: str
+    prefix_tokens: int
+    suffix_tokens: int
+
+
+@dataclass(frozen=True)
+class PromptBuild:
+    text: str
+    prefix: str  # the trimmed prefix that went into `text`
+    suffix: str
+    prompt_tokens: int  # tokens of `text`, counting any BOS the tokenizer adds
+    template: str
+
+
+def trim_to_budget(
+    prefix: str,
+    suffix: str,
+    tokenizer: Any,
+    max_prompt_tokens: int,
+    suffix_share: float = 0.25,
+    *,
+    reserved_tokens: int = 0,
+) -> Trimmed:
+    """Keep the END of ``prefix`` and the START of ``suffix`` within a token budget.
+
+    The budget is ``max_prompt_tokens - reserved_tokens`` (reserve the template's sentinels).
+    The suffix gets at most ``suffix_share`` of it; whatever one side does not need goes to the
+    other. A trimmed side is cut at a line boundary (the prefix loses its partial first line,
+    the suffix its partial last line) unless that would leave it empty. Cuts are made on
+    character offsets, so no character is ever split. Each side is tokenized twice at most:
+    once (a window of at most 8 characters per budget token) to cut, once to count.
+    """
+    budget = max(0, max_prompt_tokens - reserved_tokens)
+    pre_window, pre_cut = _tail(prefix, budget * _CHARS_PER_TOKEN)
+    suf_window, suf_cut = _head(suffix, budget * _CHARS_PER_TOKEN)
+    pre_offsets = _offsets(tokenizer, pre_window)
+    suf_offsets = _offsets(tokenizer, suf_window)
+
+    suffix_cap = int(budget * min(max(suffix_share, 0.0), 1.0))
+    suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets)))
+    pre_keep = min(len(pre_offsets), budget - suf_keep)
+
+    new_prefix = _keep_last(pre_window, pre_offsets, pre_keep, pre_cut)
+    new_suffix = _keep_first(suf_window, suf_offsets, suf_keep, suf_cut)
+    return Trimmed(
+        new_prefix, new_suffix, _count(tokenizer, new_prefix), _count(tokenizer, new_suffix)
+    )
+
+
+def build_prompt(
+    template: FimTemplate,
+    prefix: str,
+    suffix: str,
+    tokenizer: Any,
+    max_prompt_tokens: int,
+    suffix_share: float = 0.25,
+) -> PromptBuild:
+    """Trim to the budget, then render. Prefix-only templates give the prefix everything.
+
+    ``prompt_tokens`` is at most ``max_prompt_tokens`` unless the sentinels alone exceed it.
+    """
+    if not template.supports_suffix:
+        suffix, suffix_share = "", 0.0
+    reserved = _count(tokenizer, template.render("", ""), special=True)
+    budget = max_prompt_tokens
+    while True:
+        trimmed = trim_to_budget(
+            prefix, suffix, tokenizer, budget, suffix_share, reserved_tokens=reserved
+        )
+        text = template.render(trimmed.prefix, trimmed.suffix)
+        total = _count(tokenizer, text, special=True)
+        # Tokens can merge differently across a cut or a sentinel, so check the real total
+        # and shrink by the overshoot; one retry is enough in practice.
+        overshoot = total - max_prompt_tokens
+        if overshoot <= 0 or not (trimmed.prefix or trimmed.suffix):
+            return PromptBuild(text, trimmed.prefix, trimmed.suffix, total, template.name)
+        budget -= overshoot
+
+
+def _tail(text: str, limit: int) -> tuple[str, bool]:
+    """The last ``limit`` characters, and whether that cut a line."""
+    if len(text) <= limit:
+        return text, False
+    start = len(text) - limit
+    return text[start:], text[start - 1] != "\n"
+
+
+def _head(text: str, limit: int) -> tuple[str, bool]:
+    """The first ``limit`` characters, and whether that cut a line."""
+    if len(text) <= limit:
+        return text, False
+    return text[:limit], "\n" not in text[max(limit - 1, 0) : limit + 1]
+
+
+def _offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
+    if not text:
+        return []
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [(int(start), int(end)) for start, end in enc["offset_mapping"]]
+
+
+def _count(tokenizer: Any, text: str, *, special: bool = False) -> int:
+    if not text and not special:
+        return 0
+    return len(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def _keep_last(window: str, offsets: list[tuple[int, int]], keep: int, was_cut: bool) -> str:
+    """The window from the start of its last ``keep`` tokens, from a whole line if possible."""
+    if keep <= 0:
+        return ""
+    if keep >= len(offsets) and not was_cut:
+        return window
+    i = len(offsets) - keep
+    # Byte-level BPE splits a character over several tokens that share its offsets; start
+    # after the shared character rather than re-adding the tokens before it.
+    while 0 < i < len(offsets) and offsets[i][0] < offsets[i - 1][1]:
+        i += 1
+    start = offsets[i][0] if i < len(offsets) else len(window)
+    kept = window[start:]
+    if start > 0 and window[start - 1] == "\n":
+        return kept  # already starts on a line
+    newline = kept.find("\n")
+    if newline != -1 and kept[newline + 1 :].strip():
+        return kept[newline + 1 :]
+    return kept
+
+
+def _keep_first(window: str, offsets: list[tuple[int, int]], keep: int, was_cut: bool) -> str:
+    """The window up to the end of its first ``keep`` tokens, to a whole line if possible."""
+    if keep <= 0:
+        return ""
+    if keep >= len(offsets) and not was_cut:
+        return window
+    j = keep - 1
+    while 0 <= j < len(offsets) - 1 and offsets[j + 1][0] < offsets[j][1]:
+        j -= 1  # the next token holds the rest of this character: stop before it
+    end = offsets[j][1] if j >= 0 else 0
+    kept = window[:end]
+    if kept.endswith("\n") or window[end : end + 1] == "\n":
+        return kept  # already ends at a line end
+    newline = kept.rfind("\n")
+    if newline != -1 and kept[: newline + 1].strip():
+        return kept[: newline + 1]
+    return kept
