@@ -145,6 +145,8 @@ def main() -> None:
     print(f"{f'{args.clients} concurrent clients: wall (s)':48} {wall:10.2f}")
     print(f"{f'{args.clients} concurrent clients: latency p50 / max (s)':48} {median(latencies):10.2f} / {latencies[-1]:.2f}")
     print(f"{f'{args.clients} concurrent clients: aggregate tokens/s':48} {tokens / wall:10.1f}")
+    waited_ttft = [(r[1]["timings"]["queue_ms"] + r[1]["timings"]["first_token_ms"]) / 1000 for r in results]
+    print(f"{f'{args.clients} concurrent: first token incl. queue p50/max (s)':48} {median(waited_ttft):10.2f} / {max(waited_ttft):.2f}")
     print(f"{f'{args.clients} concurrent: wall / (clients x single request)':48} {wall / (args.clients * median(http_ms) / 1000):10.2f}")
 
 

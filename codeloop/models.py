@@ -187,3 +187,18 @@ def resolve_model(model: str, models_dir: Path) -> Path:
             raise ModelError(f"{path} has no config.json: give a Hugging Face model folder")
         return path
     return prepare_default_model(models_dir)
+
+
+def describe_model_folder(path: Path, fim_template: str = "auto") -> str:
+    """Check that a configured folder loads (config and tokenizer) and say how it will be prompted."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from server.fim import get_template
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises many kinds; all mean "not a usable folder"
+        raise ModelError(f"{path} is not a loadable Hugging Face model folder: {exc}") from None
+    template = get_template(fim_template, config.model_type, tokenizer.get_vocab())
+    return f"model folder {path}: {config.model_type}, vocabulary {len(tokenizer)}, FIM template {template.name!r}"

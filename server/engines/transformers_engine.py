@@ -69,8 +69,8 @@ class TransformersEngine:
         self._adapters: dict[str, Path] = {}
         self._peft = None  # PeftModel once the first adapter is loaded
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        config_name = getattr(self.tokenizer, "name_or_path", "") or self.model_dir.name
-        self.model_name = self.model_dir.name or config_name
+        # Adapters name their base by hub name or local path; both end in the folder name.
+        self.model_name = self.model_dir.name
         self.model_type = ""
         self._model = None
 

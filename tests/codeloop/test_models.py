@@ -56,3 +56,20 @@ def test_check_catches_a_wrong_conversion(model_dir, tmp_path):
 def test_configured_folder_must_be_a_model(tmp_path):
     with pytest.raises(models.ModelError, match="config.json"):
         models.resolve_model(str(tmp_path), tmp_path / "models")
+
+
+def test_model_prepare_checks_a_configured_folder(model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CODELOOP_CONFIG": str(tmp_path / "none.toml"), "CODELOOP_DATA_DIR": str(tmp_path)}
+    ok = subprocess.run([sys.executable, "-m", "codeloop.cli", "model", "prepare", "--model", str(model_dir)],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "llama, vocabulary 49152, FIM template 'prefix-only'" in ok.stdout
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "config.json").write_text("{}")
+    bad = subprocess.run([sys.executable, "-m", "codeloop.cli", "model", "prepare", "--model", str(tmp_path / "fake")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "not a loadable Hugging Face model folder" in bad.stderr
