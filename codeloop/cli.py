@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from codeloop import telemetry_cli
 from codeloop.settings import Settings, SettingsError, config_path, load_settings
 
 
@@ -127,6 +128,9 @@ def show_settings(as_json) -> None:
     click.echo(f"# read from {config_path()} ({'present' if config_path().exists() else 'absent'}) and CODELOOP_* variables")
     for key, value in values.items():
         click.echo(f"{key} = {json.dumps(value)}")
+
+
+telemetry_cli.register(cli, _settings)
 
 
 def main() -> None:

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=1)
     torch_threads: int = Field(0, ge=0, description="0 = all cores")
 
+    # Telemetry (DuckDB under data_dir). Without store_code only lengths and hashes of code
+    # are kept, and training from telemetry is off.
+    telemetry: bool = True
+    store_code: bool = True
+
     # Adapters: may only be loaded from inside this folder (default: data_dir/adapters).
     adapter_dir: Path | None = None
     adapter_max_mb: int = Field(512, ge=1)
@@ -80,6 +85,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def telemetry_db(self) -> Path:
+        return self.data_dir / "telemetry.duckdb"
 
     @property
     def adapters_dir(self) -> Path:

@@ -1,7 +1,6 @@
-"""The FastAPI application: routes only; the work is in completions.py and adapters.py."""
+"""The FastAPI application: builds the parts, wires the routes (server/api/), maps errors."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -9,19 +8,23 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.adapters import AdapterError, AdapterRegistry
+from server.api import adapters as adapters_api
+from server.api import completions as completions_api
+from server.api import experiments as experiments_api
+from server.api import telemetry as telemetry_api
+from server.api.adapters import adapter_list
 from server.completions import CompletionService, RequestError
 from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, make_engine
 from server.limits import RequestBodyGuard
 from server.metrics import RequestMetrics, ServerMetrics
-from server.schemas import AdapterInfo, AdapterList, AdapterLoad, CompletionRequest, CompletionResponse, Error
+from server.schemas import Error
 
 log = logging.getLogger("codeloop.server")
-DISCONNECT_POLL_S = 0.05
 
 
 def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastAPI:
@@ -38,91 +41,71 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.adapters_dir.mkdir(parents=True, exist_ok=True)
+        writer = telemetry = experiments = None
+        if settings.telemetry:
+            from feedback.writer import TelemetryWriter
+            from server.experiments import ExperimentManager
+            from server.telemetry import Telemetry
+
+            writer = TelemetryWriter(settings.telemetry_db, store_code=settings.store_code)
+            writer.start()
+            telemetry = Telemetry(writer)
+            experiments = ExperimentManager(registry, writer)
+            experiments.restore()
         await engine.start()
         for problem in await registry.restore():
             log.warning(problem)
-        app.state.service = CompletionService(engine, registry, metrics, settings)
+        app.state.telemetry, app.state.experiments = telemetry, experiments
+        app.state.service = CompletionService(engine, registry, metrics, settings, experiments=experiments, telemetry=telemetry)
         app.state.started_at = time.time()
-        yield
-        await engine.close()
+        try:
+            yield
+        finally:
+            await engine.close()
+            if writer is not None:
+                writer.close()  # flushes every queued completion and event
 
     app = FastAPI(title="codeloop", version="0.1.0", lifespan=lifespan, responses={422: {"model": Error}})
     app.add_middleware(RequestBodyGuard, max_bytes=settings.max_request_bytes)
-    app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
-
     # Pure ASGI (not @app.middleware): BaseHTTPMiddleware hides client disconnects from routes.
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
+    app.state.telemetry = app.state.experiments = None
+    for module in (completions_api, adapters_api, telemetry_api, experiments_api):
+        app.include_router(module.router)
     _install_error_handlers(app)
 
-    @app.post("/v1/completions", response_model=CompletionResponse, responses={404: {"model": Error}, 429: {"model": Error}})
-    async def create_completion(body: CompletionRequest, request: Request):
-        # The engine work runs as a task so that a client that hangs up cancels it: the
-        # engine then stops within a token or two instead of finishing for nobody.
-        task = asyncio.create_task(app.state.service.complete(body))
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                return Response(status_code=499)
-
-    @app.get("/v1/adapters", response_model=AdapterList)
-    async def list_adapters():
-        return _adapter_list(registry, engine)
-
-    @app.post("/v1/adapters", response_model=AdapterInfo, status_code=201, responses={403: {"model": Error}, 404: {"model": Error}, 409: {"model": Error}})
-    async def load_adapter(body: AdapterLoad):
-        started = time.monotonic()
-        try:
-            record = await registry.register(body.name, body.path)
-        except AdapterError:
-            metrics.adapter_loads.labels("refused").inc()
-            raise
-        metrics.adapter_loads.labels("loaded").inc()
-        metrics.adapter_load_seconds.observe(time.monotonic() - started)
-        return AdapterInfo(**record.__dict__, live=False)
-
-    @app.post("/v1/adapters/{name}/promote", response_model=AdapterList)
-    async def promote_adapter(name: str):
-        await registry.promote(name)
-        return _adapter_list(registry, engine)
-
-    @app.delete("/v1/adapters/{name}", response_model=AdapterList)
-    async def delete_adapter(name: str):
-        await registry.unload(name)
-        return _adapter_list(registry, engine)
-
     @app.get("/healthz")
-    async def healthz():
+    async def healthz(request: Request):
+        telemetry = request.app.state.telemetry
+        writer_status = telemetry.writer.status() if telemetry else None
         return {
-            "status": "ok",
+            "status": "ok" if writer_status is None or writer_status["healthy"] else "degraded",
             "model": engine.model_name,
             "engine": settings.engine,
             "live_adapter": registry.live,
             "adapters": engine.adapters(),
             "queue_depth": engine.queue_depth(),
+            "telemetry": writer_status,
             "uptime_s": round(time.time() - app.state.started_at, 1),
         }
 
     @app.get("/metrics")
-    async def prometheus_metrics():
+    async def prometheus_metrics(request: Request):
         for n in engine.cancel_stats.drain():
             metrics.tokens_after_cancel.observe(n)
         metrics.queue_depth.set(engine.queue_depth())
         metrics.adapters_loaded.set(len(engine.adapters()))
+        telemetry = request.app.state.telemetry
+        if telemetry is not None:
+            metrics.observe_writer(telemetry.writer.status())
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/", response_class=HTMLResponse)
     async def home():
-        return render_home(engine.model_name, settings.engine, _adapter_list(registry, engine))
+        return render_home(engine.model_name, settings.engine, adapter_list(registry))
 
     return app
-
-
-def _adapter_list(registry: AdapterRegistry, engine: Engine) -> AdapterList:
-    infos = [AdapterInfo(**r.__dict__, live=r.name == registry.live) for r in registry.records.values()]
-    return AdapterList(base_model=engine.model_name, live=registry.live, adapters=infos)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -22,9 +22,11 @@ class RequestError(Exception):
 
 
 class CompletionService:
-    def __init__(self, engine: Engine, registry: AdapterRegistry, metrics: ServerMetrics, settings):
+    def __init__(self, engine: Engine, registry: AdapterRegistry, metrics: ServerMetrics, settings, *, experiments=None, telemetry=None):
         self.engine = engine
         self.registry = registry
+        self.experiments = experiments  # server.experiments.ExperimentManager, or None
+        self.telemetry = telemetry  # server.telemetry.Telemetry, or None when telemetry is off
         self.metrics = metrics
         self.settings = settings
         self._vocab = engine.tokenizer.get_vocab()
@@ -48,7 +50,10 @@ class CompletionService:
             prefix, suffix, language = req.prompt or "", req.suffix or "", None
         # Resolve the adapter and hand the job to the engine with no await in between, so an
         # unload requested meanwhile queues behind this request (see server/adapters.py).
-        adapter = self.registry.resolve(req.adapter or req.model)
+        requested = req.adapter or req.model
+        routed = self.experiments.route(req.user) if requested is None and self.experiments else None
+        experiment, arm = (routed[0].id, routed[1]) if routed else (None, None)
+        adapter = self.registry.resolve(arm or requested)
         template = self.template_for(adapter)
         prompt = build_prompt(template, prefix, suffix, self.engine.tokenizer, self.settings.max_prompt_tokens, self.settings.suffix_share)
         params = GenerationParams(
@@ -68,11 +73,13 @@ class CompletionService:
             text = postprocess(text, prompt.prefix, prompt.suffix, language=language, stop=params.stop)
         total_ms = (time.monotonic() - started) * 1000
         self._observe(result, adapter)
-        return CompletionResponse(
+        response = CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=adapter or self.engine.model_name,
             adapter=adapter,
+            experiment=experiment,
+            arm=arm,
             choices=[Choice(index=0, text=text, finish_reason=result.finish_reason)],
             usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
             timings=Timings(
@@ -82,6 +89,9 @@ class CompletionService:
                 first_token_ms=None if result.first_token_ms is None else round(result.first_token_ms, 2),
             ),
         )
+        if self.telemetry is not None:
+            self.telemetry.record_completion(req, response, prompt.prefix, prompt.suffix, language)
+        return response
 
     def _observe(self, result, adapter: str | None) -> None:
         label = adapter or "base"

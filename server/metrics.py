@@ -23,7 +23,17 @@ class ServerMetrics:
         self.adapter_loads = Counter("codeloop_adapter_loads", "adapter registrations", ["result"], registry=r)
         self.adapter_load_seconds = Histogram("codeloop_adapter_load_seconds", "time to validate, hash and load an adapter", buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("codeloop_engine_queue_depth", "requests waiting for the engine", registry=r)
+        self.events = Counter("codeloop_events", "telemetry events received and stored", registry=r)
+        self.writer_queued = Gauge("codeloop_telemetry_queued", "rows waiting for the telemetry writer", ["table"], registry=r)
+        self.writer_written = Gauge("codeloop_telemetry_written", "rows the telemetry writer has committed", ["table"], registry=r)
+        self.writer_healthy = Gauge("codeloop_telemetry_healthy", "1 when the last telemetry commit succeeded", registry=r)
         self.adapters_loaded = Gauge("codeloop_adapters_loaded", "adapters loaded in the engine", registry=r)
+
+    def observe_writer(self, status: dict) -> None:
+        for table in ("completions", "events"):
+            self.writer_queued.labels(table).set(status[f"queued_{table}"])
+            self.writer_written.labels(table).set(status[f"written_{table}"])
+        self.writer_healthy.set(1 if status["healthy"] else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

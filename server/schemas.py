@@ -1,6 +1,7 @@
 """Wire types of the HTTP API (DESIGN.md, "HTTP API of server/"). No logic lives here."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,7 +29,9 @@ class CompletionRequest(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: list[str] | str | None = None
     seed: int | None = None
-    user: str | None = Field(None, max_length=200, description="a stable pseudonym of the person typing")
+    user: str | None = Field(None, max_length=200, description="a stable pseudonym of the person typing (A/B assignment)")
+    client: str | None = Field(None, max_length=100, description="the editor and plugin, e.g. 'vscode/1.100 codeloop/0.1'")
+    repo: str | None = Field(None, max_length=300, description="the repository the file belongs to")
     # Copilot-style clean-up of the suggestion (single/multi-line, suffix overlap, ...).
     postprocess: bool = True
 
@@ -109,3 +112,46 @@ class AdapterList(BaseModel):
 class Error(BaseModel):
     error: str
     detail: list | None = None
+
+
+EventKind = Literal["shown", "accepted", "partial", "rejected", "dismissed", "cancelled", "retained"]
+MAX_EVENTS_PER_BATCH = 1000
+
+
+class Event(BaseModel):
+    """What became of a suggestion. Idempotent by (completion_id, kind, at): a client that may
+    retry must send `at` (without it the server stamps the time it received the event)."""
+
+    model_config = ConfigDict(extra="forbid")
+    completion_id: str = Field(..., max_length=64)
+    kind: EventKind
+    at: datetime | None = None
+    elapsed_ms: float | None = Field(None, ge=0, description="time since the suggestion was shown")
+    accepted_chars: int | None = Field(None, ge=0, description="partial (required) or accepted (default: all)")
+    retained_ratio: float | None = Field(None, ge=0, le=1, description="retained: share of accepted text still present")
+    age_s: float | None = Field(None, ge=0, description="retained: seconds after the accept it was measured")
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[Event] = Field(..., min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+
+
+class EventsStored(BaseModel):
+    received: int
+    stored: int = Field(..., description="new events; the rest were already stored (idempotent)")
+    durable: bool = Field(True, description="always true: the answer comes after the commit")
+
+
+class ExperimentStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=100)
+    arms: dict[str, float] = Field(..., description="adapter name ('base' = no adapter) -> weight")
+    control: str | None = Field(None, description="default: the live adapter if it is an arm")
+    users: list[str] | None = Field(None, description="user pseudonyms covered; default everyone")
+    alpha: float = 0.05
+
+
+class ExperimentStop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    promote: str | None = Field(None, description="an arm to make live, or 'winner'")

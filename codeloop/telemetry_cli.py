@@ -1,0 +1,219 @@
+"""`codeloop stats`, `logs`, `export` and `experiment …`: over HTTP when the server runs,
+straight from the DuckDB file when it does not (DuckDB lets only one process open it)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+import httpx
+
+from codeloop.settings import Settings
+
+STATS_COLUMNS = [
+    ("key", "group", "{}"),
+    ("completions", "compl.", "{}"),
+    ("shown", "shown", "{}"),
+    ("accepted", "accepted", "{}"),
+    ("acceptance_rate", "rate", "{:.1%}"),
+    ("accepted_chars_per_shown", "chars/shown", "{:.1f}"),
+    ("retained_30s", "kept 30s", "{:.0%}"),
+    ("retained_120s", "kept 2m", "{:.0%}"),
+    ("retained_600s", "kept 10m", "{:.0%}"),
+    ("latency_p50_ms", "p50 ms", "{:.0f}"),
+    ("latency_p99_ms", "p99 ms", "{:.0f}"),
+]
+
+
+def server_url(settings: Settings, override: str | None) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return (override or f"http://{host}:{settings.port}").rstrip("/")
+
+
+def _get(url: str, path: str, **params):
+    """JSON from the running server, or None when no server answers there."""
+    try:
+        r = httpx.get(url + path, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    except httpx.TransportError:
+        return None
+    _raise_for(r)
+    return r.json()
+
+
+def _raise_for(r: httpx.Response) -> None:
+    if r.status_code >= 400:
+        try:
+            message = r.json().get("error", r.text)
+        except ValueError:
+            message = r.text
+        click.echo(f"codeloop: the server refused ({r.status_code}): {message}", err=True)
+        sys.exit(2 if r.status_code < 500 else 1)
+
+
+def _open_file(settings: Settings):
+    from feedback.db import TelemetryDBError, open_db
+
+    if not settings.telemetry_db.exists():
+        click.echo(f"codeloop: no server answers and there is no telemetry yet at {settings.telemetry_db}", err=True)
+        sys.exit(2)
+    try:
+        return open_db(settings.telemetry_db, read_only=True)
+    except TelemetryDBError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+
+
+def format_table(rows: list[dict], columns) -> str:
+    """A plain aligned text table; missing values print as '-'."""
+    head = [title for _, title, _ in columns]
+    body = [[("-" if r.get(key) is None else fmt.format(r[key])) for key, _, fmt in columns] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def register(cli: click.Group, load_settings) -> None:
+    server_option = click.option("--server", "server", help="server URL (default: from settings host/port)")
+
+    @cli.command()
+    @click.option("--by", type=click.Choice(["adapter", "language", "client", "day"]), default="adapter", show_default=True)
+    @click.option("--since", type=click.DateTime(), help="only completions from this time (e.g. 2026-11-01)")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    @server_option
+    def stats(by, since, as_json, server):
+        """Acceptance rate, accepted and retained characters and latency, as a table."""
+        settings = load_settings()
+        data = _get(server_url(settings, server), "/v1/metrics/acceptance", by=by, since=since and since.isoformat())
+        if data is None:
+            from feedback import queries
+
+            data = {"by": by, "rows": [asdict(r) for r in queries.acceptance(_open_file(settings), by, since, None)]}
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        elif not data["rows"]:
+            click.echo("no completions recorded yet")
+        else:
+            click.echo(format_table(data["rows"], STATS_COLUMNS))
+
+    @cli.command()
+    @click.option("-n", "--count", default=10, show_default=True, help="how many completions")
+    @click.option("--offset", default=0, help="skip this many (to page back)")
+    @click.option("--adapter", help="only this adapter")
+    @click.option("--user", help="only this user pseudonym")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    @server_option
+    def logs(count, offset, adapter, user, as_json, server):
+        """Recent completions with their outcomes, newest first (like `llm logs`)."""
+        settings = load_settings()
+        data = _get(server_url(settings, server), "/v1/logs", limit=count, offset=offset, adapter=adapter, user=user)
+        if data is None:
+            from feedback import queries
+
+            data = {"rows": queries.recent_completions(_open_file(settings), count, offset, adapter, user)}
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+            return
+        for row in data["rows"]:
+            click.echo(_format_log(row))
+
+    @cli.command("export")
+    @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--since", type=click.DateTime(), help="only completions from this time")
+    @server_option
+    def export_cmd(out, since, server):
+        """Write completions joined with their outcomes to a Parquet file (for the trainer)."""
+        settings = load_settings()
+        url = server_url(settings, server)
+        try:
+            r = httpx.get(url + "/v1/feedback/export", params={"since": since.isoformat()} if since else None, timeout=600)
+        except httpx.TransportError:
+            from feedback.export import export_file
+
+            if not settings.telemetry_db.exists():
+                click.echo(f"codeloop: no server at {url} and no telemetry at {settings.telemetry_db}", err=True)
+                sys.exit(2)
+            rows = export_file(settings.telemetry_db, out, since)
+            click.echo(f"wrote {rows} completions to {out} (read {settings.telemetry_db} directly)")
+            return
+        _raise_for(r)
+        out.write_bytes(r.content)
+        click.echo(f"wrote {out} ({len(r.content)} bytes) from {url}")
+
+    @cli.group()
+    def experiment():
+        """A/B experiments between adapters: start, report, stop."""
+
+    @experiment.command("start")
+    @click.option("--name", required=True)
+    @click.option("--arm", "arms", multiple=True, required=True, metavar="ADAPTER=WEIGHT", help="repeat per arm; 'base' = no adapter")
+    @click.option("--control", help="the arm others are compared with (default: the live adapter)")
+    @click.option("--alpha", default=0.05, show_default=True)
+    @server_option
+    def experiment_start(name, arms, control, alpha, server):
+        """Start an experiment, e.g. --arm team-py@6=50 --arm team-py@7=50."""
+        weights = {}
+        for arm in arms:
+            adapter, _, weight = arm.partition("=")
+            try:
+                weights[adapter] = float(weight or 1)
+            except ValueError:
+                raise click.BadParameter(f"{arm!r}: expected ADAPTER=WEIGHT", param_hint="--arm") from None
+        settings = load_settings()
+        body = {"name": name, "arms": weights, "control": control, "alpha": alpha}
+        click.echo(json.dumps(_post(server_url(settings, server), "/v1/experiments", body), indent=2))
+
+    @experiment.command("report")
+    @click.argument("experiment_id")
+    @server_option
+    def experiment_report(experiment_id, server):
+        """Per-arm counts, rates with 95 % Wilson intervals, z-test and sequential decision."""
+        data = _get(server_url(load_settings(), server), f"/v1/experiments/{experiment_id}")
+        if data is None:
+            click.echo("codeloop: the server is not running", err=True)
+            sys.exit(2)
+        click.echo(format_report(data))
+
+    @experiment.command("stop")
+    @click.argument("experiment_id")
+    @click.option("--promote", help="an arm to make live, or 'winner'")
+    @server_option
+    def experiment_stop(experiment_id, promote, server):
+        """Stop an experiment, optionally promoting an arm."""
+        data = _post(server_url(load_settings(), server), f"/v1/experiments/{experiment_id}/stop", {"promote": promote})
+        click.echo(f"stopped {data['id']}" + (f"; live adapter is now {data['winner']}" if data.get("winner") else ""))
+
+
+def _post(url: str, path: str, body: dict) -> dict:
+    try:
+        r = httpx.post(url + path, json=body, timeout=60)
+    except httpx.TransportError:
+        click.echo(f"codeloop: no server answers at {url}", err=True)
+        sys.exit(2)
+    _raise_for(r)
+    return r.json()
+
+
+def _format_log(row: dict) -> str:
+    created = row.get("created_at")
+    if isinstance(created, datetime):
+        created = created.isoformat(sep=" ", timespec="seconds")
+    text = (row.get("text") or "").replace("\n", "⏎")
+    outcome = row.get("outcome") or ("shown" if row.get("shown") else "not shown")
+    return f"{row['id']}  {created}  {row.get('adapter') or 'base'}  {row.get('language') or '-'}  {outcome}\n    {text[:100]!s}"
+
+
+def format_report(data: dict) -> str:
+    exp = data["experiment"]
+    lines = [f"experiment {exp['id']} ({exp['name']}), {exp['status']}, control {exp['control']}"]
+    columns = [("name", "arm", "{}"), ("users", "users", "{}"), ("shown", "shown", "{}"), ("accepted", "accepted", "{}"),
+               ("rate", "rate", "{:.1%}"), ("wilson_low", "95% low", "{:.1%}"), ("wilson_high", "95% high", "{:.1%}"),
+               ("accepted_chars", "acc. chars", "{}"), ("retained_chars", "kept chars", "{}")]
+    lines.append(format_table(data["arms"], columns))
+    for c in data.get("comparisons", []):
+        lines.append(f"{c['arm']} vs {exp['control']}: effect {c['effect']:+.1%}, z-test p={c['p_value']:.3g}, "
+                     f"always-valid p={c['sequential_p_value']:.3g} -> {c['decision']}")
+    lines.append(f"winner: {data.get('winner') or 'none yet'}")
+    return "\n".join(lines)

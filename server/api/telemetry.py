@@ -1,0 +1,104 @@
+"""Telemetry routes: events in; acceptance metrics, recent completions and exports out."""
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from contextlib import closing
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import TypeAdapter, ValidationError
+from starlette.background import BackgroundTask
+
+from feedback import export, queries
+from server.completions import RequestError
+from server.schemas import MAX_EVENTS_PER_BATCH, Error, Event, EventBatch, EventsStored
+from server.telemetry import EventError
+
+router = APIRouter()
+_events = TypeAdapter(Event | EventBatch | list[Event])
+
+
+def _telemetry(request: Request):
+    telemetry = request.app.state.telemetry
+    if telemetry is None:
+        raise RequestError(409, "telemetry is off on this server (setting telemetry = false)")
+    return telemetry
+
+
+@router.post("/v1/events", response_model=EventsStored, responses={422: {"model": Error}, 503: {"model": Error}},
+             openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"oneOf": [
+                 {"$ref": "#/components/schemas/Event"}, {"$ref": "#/components/schemas/EventBatch"},
+                 {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]}}}}})
+async def post_events(request: Request):
+    """One event, `{"events": [...]}` or a list. Answers only after the events are committed."""
+    telemetry = _telemetry(request)
+    try:
+        parsed = _events.validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestError(422, _describe(exc)) from None
+    events = parsed.events if isinstance(parsed, EventBatch) else parsed if isinstance(parsed, list) else [parsed]
+    if not events or len(events) > MAX_EVENTS_PER_BATCH:
+        raise RequestError(422, f"send 1 to {MAX_EVENTS_PER_BATCH} events per request (got {len(events)})")
+    try:
+        stored = await telemetry.record_events(events)
+    except EventError as exc:
+        raise RequestError(422, "nothing stored: " + str(exc)) from None
+    except Exception as exc:  # the commit failed (disk full, I/O error): the client must retry
+        return JSONResponse({"error": f"telemetry store unavailable, nothing stored; retry later ({exc})"}, status_code=503, headers={"Retry-After": "5"})
+    request.app.state.metrics.events.inc(len(events))
+    return EventsStored(received=len(events), stored=stored)
+
+
+async def _read(request: Request, query, *args):
+    """Run a feedback query on its own cursor, off the event loop."""
+    writer = _telemetry(request).writer
+
+    def run():
+        with closing(writer.reader()) as cursor:
+            return query(cursor, *args)
+
+    return await asyncio.to_thread(run)
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors()[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith(("Event", "list[", "EventBatch")))
+        problems.append(f"{where or 'body'}: {err['msg']}")
+    return "; ".join(dict.fromkeys(problems)) or "invalid events"
+
+
+@router.get("/v1/metrics/acceptance")
+async def acceptance(request: Request, by: Literal["adapter", "language", "client", "day"] = "adapter",
+                     since: datetime | None = None, until: datetime | None = None):
+    """Acceptance rate, accepted characters per shown suggestion, retained characters, latency."""
+    rows = await _read(request, queries.acceptance, by, since, until)
+    return {"by": by, "rows": [asdict(r) for r in rows]}
+
+
+@router.get("/v1/logs")
+async def recent(request: Request, limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0),
+                 adapter: str | None = None, user: str | None = None):
+    """Recent completions with their outcomes, newest first (what `codeloop logs` shows)."""
+    return {"rows": await _read(request, queries.recent_completions, limit, offset, adapter, user)}
+
+
+@router.get("/v1/feedback/export", response_class=FileResponse, responses={200: {"content": {"application/vnd.apache.parquet": {}}}})
+async def export_feedback(request: Request, since: datetime | None = None):
+    """Parquet of completions joined with their outcomes, for the trainer."""
+    folder = Path(tempfile.mkdtemp(prefix="codeloop-export-"))
+    out = folder / "feedback.parquet"
+    await _read(request, export.export_parquet, out, since)
+    return FileResponse(out, media_type="application/vnd.apache.parquet", filename="codeloop-feedback.parquet",
+                        background=BackgroundTask(_remove, folder))
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,185 @@
+"""A/B experiments: arms → adapters with weights, stable per-user assignment, reports, stop.
+
+A user is assigned by a stable hash of (experiment id, user), so one person sees one arm for
+the whole experiment. Only one running experiment may cover a given user; a new one that
+overlaps a running one is refused. Experiments are kept in the telemetry database.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+import uuid
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from feedback import queries, stats
+from server.adapters import AdapterError, AdapterRegistry
+
+
+
+class ExperimentError(AdapterError):
+    """An experiment request cannot be honoured (same shape as adapter errors: status + message)."""
+
+
+@dataclass
+class Experiment:
+    id: str
+    name: str
+    arms: dict[str, float]  # adapter name ("base" = no adapter) -> weight
+    control: str
+    users: list[str] | None = None  # None = everyone
+    alpha: float = 0.05
+    status: str = "running"
+    created_at: float = field(default_factory=time.time)
+    stopped_at: float | None = None
+    winner: str | None = None
+    sequential_state: dict = field(default_factory=dict)  # arm -> stats.SequentialState dict
+
+    def covers(self, user: str) -> bool:
+        return self.users is None or user in self.users
+
+    def overlaps(self, other: "Experiment") -> bool:
+        if self.users is None or other.users is None:
+            return True
+        return bool(set(self.users) & set(other.users))
+
+    def assign(self, user: str) -> str:
+        """The arm for this user: a stable hash mapped onto the cumulative weights."""
+        digest = hashlib.sha256(f"{self.id}\0{user}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * sum(self.arms.values())
+        for arm in sorted(self.arms):  # sorted: the mapping must not depend on dict order
+            point -= self.arms[arm]
+            if point < 0:
+                return arm
+        return sorted(self.arms)[-1]
+
+
+class ExperimentManager:
+    def __init__(self, registry: AdapterRegistry, writer):
+        self.registry = registry
+        self.writer = writer  # feedback.writer.TelemetryWriter
+        self.experiments: dict[str, Experiment] = {}
+
+    def restore(self) -> None:
+        with closing(self.writer.reader()) as cursor:
+            rows = cursor.execute(
+                "SELECT id, name, arms, control, status, epoch(created_at), epoch(stopped_at), winner, alpha, sequential_state FROM experiments"
+            ).fetchall()
+        for r in rows:
+            arms = json.loads(r[2])
+            exp = Experiment(
+                id=r[0], name=r[1], arms=arms["weights"], users=arms.get("users"), control=r[3], status=r[4],
+                created_at=r[5], stopped_at=r[6], winner=r[7], alpha=r[8], sequential_state=json.loads(r[9] or "{}"),
+            )
+            self.experiments[exp.id] = exp
+
+    def running(self) -> list[Experiment]:
+        return [e for e in self.experiments.values() if e.status == "running"]
+
+    def adapters_in_use(self) -> set[str]:
+        return {arm for e in self.running() for arm in e.arms}
+
+    def route(self, user: str | None) -> tuple[Experiment, str] | None:
+        """(experiment, arm) for a user covered by a running experiment, else None."""
+        if not user:
+            return None
+        for exp in self.running():
+            if exp.covers(user):
+                return exp, exp.assign(user)
+        return None
+
+    async def start(self, name: str, arms: dict[str, float], control: str | None, users: list[str] | None, alpha: float) -> Experiment:
+        if len(arms) < 2:
+            raise ExperimentError(422, "an experiment needs at least two arms, e.g. {\"team-py@6\": 50, \"team-py@7\": 50}")
+        for arm, weight in arms.items():
+            if arm != "base" and arm not in self.registry.records:
+                raise ExperimentError(404, f"arm {arm!r} is not a loaded adapter; load it first (POST /v1/adapters)")
+            if not weight > 0:
+                raise ExperimentError(422, f"arm {arm!r} has weight {weight}; weights must be positive")
+        if control is None:
+            control = self.registry.live if self.registry.live in arms else ("base" if "base" in arms else sorted(arms)[0])
+        if control not in arms:
+            raise ExperimentError(422, f"control {control!r} is not one of the arms {sorted(arms)}")
+        if not 0 < alpha < 0.5:
+            raise ExperimentError(422, f"alpha={alpha} must be between 0 and 0.5")
+        exp = Experiment(id=_new_id(name), name=name, arms=dict(arms), control=control, users=users, alpha=alpha)
+        for other in self.running():
+            if exp.overlaps(other):
+                raise ExperimentError(409, f"experiment {other.id!r} is running for some of the same users; stop it first or give disjoint 'users'")
+        self.experiments[exp.id] = exp
+        await self._save(exp)
+        return exp
+
+    def get(self, exp_id: str) -> Experiment:
+        if exp_id not in self.experiments:
+            raise ExperimentError(404, f"no experiment {exp_id!r}; GET /v1/experiments lists them")
+        return self.experiments[exp_id]
+
+    async def report(self, exp_id: str) -> dict:
+        """Per-arm counts and statistics; each report is one 'look' of the sequential test."""
+        exp = self.get(exp_id)
+        with closing(self.writer.reader()) as cursor:
+            counts = {row.arm: asdict(row) for row in await asyncio.to_thread(queries.arm_counts, cursor, exp.id)}
+        pairs = {arm: (counts.get(arm, {}).get("accepted", 0), counts.get(arm, {}).get("shown", 0)) for arm in exp.arms}
+        state = {arm: stats.SequentialState.from_dict(s) for arm, s in exp.sequential_state.items()}
+        result = stats.compare_arms(pairs, exp.control, alpha=exp.alpha, state=state)
+        report = result.to_dict()
+        if exp.status == "running":
+            exp.sequential_state = {c["arm"]: c["state"] for c in report.get("comparisons", []) if "state" in c}
+            await self._save(exp)
+        for arm in report["arms"]:
+            extra = counts.get(arm["name"], {})
+            arm.update(users=extra.get("users", 0), accepted_chars=extra.get("accepted_chars", 0), retained_chars=extra.get("retained_chars", 0))
+        return {"experiment": _public(exp), **report}
+
+    async def stop(self, exp_id: str, promote: str | None) -> Experiment:
+        exp = self.get(exp_id)
+        if exp.status != "running":
+            raise ExperimentError(409, f"experiment {exp_id!r} is already {exp.status}")
+        if promote == "winner":
+            promote = (await self.report(exp_id)).get("winner")
+            if promote is None:
+                raise ExperimentError(409, "no arm has won yet (the sequential test has not decided); stop without promoting, or name the adapter")
+        if promote is not None:
+            if promote not in exp.arms:
+                raise ExperimentError(422, f"{promote!r} is not an arm of {exp_id!r}")
+            await self.registry.promote(promote)
+            exp.winner = promote
+        exp.status, exp.stopped_at = "stopped", time.time()
+        await self._save(exp)
+        return exp
+
+    async def _save(self, exp: Experiment) -> None:
+        row = (
+            exp.id, exp.name, json.dumps({"weights": exp.arms, "users": exp.users}), exp.control, exp.status,
+            _ts(exp.created_at), _ts(exp.stopped_at), exp.winner, exp.alpha, json.dumps(exp.sequential_state),
+        )
+
+        def write(con):
+            con.execute("INSERT OR REPLACE INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+        await _wait(self.writer.execute(write))
+
+    def public(self, exp: Experiment) -> dict:
+        return _public(exp)
+
+
+def _public(exp: Experiment) -> dict:
+    return asdict(exp) | {"sequential_state": None}
+
+
+def _new_id(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32] or "exp"
+    return f"{slug}-{uuid.uuid4().hex[:6]}"
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc).replace(tzinfo=None)
+
+
+async def _wait(future):
+    return await asyncio.wrap_future(future)

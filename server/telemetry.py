@@ -1,0 +1,83 @@
+"""What the server records: a row per completion, validated events; both through the writer.
+
+A completion is handed to the writer without waiting (the suggestion must not wait on the
+database). An event is acknowledged only once the batch holding it is committed, and it
+must refer to a completion this server made (the writer remembers recent suggestions, so an
+event that arrives before its completion is on disk is still checked).
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from server.schemas import CompletionRequest, CompletionResponse, Event
+
+
+class EventError(Exception):
+    """Some events of a batch are impossible; nothing of the batch was stored."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Telemetry:
+    def __init__(self, writer):
+        self.writer = writer  # feedback.writer.TelemetryWriter; it drops code when store_code is off
+
+    def record_completion(self, req: CompletionRequest, resp: CompletionResponse, prefix: str, suffix: str, language: str | None) -> None:
+        t = resp.timings
+        self.writer.add_completion({
+            "id": resp.id,
+            "created_at": datetime.fromtimestamp(resp.created, tz=timezone.utc),
+            "user_id": req.user,
+            "client": req.client,
+            "repo": req.repo,
+            "filepath": req.segments.filepath if req.segments else None,
+            "language": language,
+            "adapter": resp.adapter,
+            "experiment": resp.experiment,
+            "arm": resp.arm,
+            "prefix": prefix,  # lengths and hashes are derived by the writer
+            "suffix": suffix,
+            "text": resp.choices[0].text,
+            "prompt_tokens": resp.usage.prompt_tokens,
+            "completion_tokens": resp.usage.completion_tokens,
+            "queue_ms": t.queue_ms,
+            "engine_ms": t.engine_ms,
+            "total_ms": t.total_ms,
+            "first_token_ms": t.first_token_ms,
+            "finish_reason": resp.choices[0].finish_reason,
+        })
+
+    def validate(self, events: list[Event]) -> list[dict]:
+        """Rows for the writer, or EventError naming every impossible event."""
+        lengths = self.writer.completion_lengths(list({e.completion_id for e in events}))
+        problems, rows = [], []
+        for i, e in enumerate(events):
+            where = f"events[{i}] ({e.kind} of {e.completion_id})"
+            if e.completion_id not in lengths:
+                problems.append(f"{where}: unknown completion_id; events must refer to an id returned by /v1/completions")
+                continue
+            length = lengths[e.completion_id]
+            chars = e.accepted_chars
+            if e.kind == "accepted" and chars is None:
+                chars = length
+            if e.kind == "partial" and chars is None:
+                problems.append(f"{where}: a partial accept needs accepted_chars")
+            if chars is not None and length is not None and chars > length:
+                problems.append(f"{where}: accepted_chars={chars} is longer than the suggestion ({length} chars)")
+            if e.kind == "retained" and (e.retained_ratio is None or e.age_s is None):
+                problems.append(f"{where}: a retained event needs retained_ratio (0..1) and age_s")
+            rows.append({
+                "completion_id": e.completion_id, "kind": e.kind, "at": e.at, "elapsed_ms": e.elapsed_ms,
+                "accepted_chars": chars, "retained_ratio": e.retained_ratio, "age_s": e.age_s,
+            })
+        if problems:
+            raise EventError(problems)
+        return rows
+
+    async def record_events(self, events: list[Event]) -> int:
+        """Store the events; returns how many were new. Returns only once they are durable."""
+        rows = self.validate(events)
+        return await asyncio.wrap_future(self.writer.add_events(rows))
