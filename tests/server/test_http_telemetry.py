@@ -197,3 +197,19 @@ def test_kill_9_loses_no_acknowledged_event(model_dir, tmp_path):
     con.close()
     assert sorted(stored) == sorted(set(stored))  # no duplicates
     assert set(acknowledged) <= set(stored)
+
+
+def test_stats_and_logs_commands_talk_to_the_running_server(server):
+    lang = f"lang-{uuid.uuid4().hex[:6]}"
+    made = completion(server, lang)
+    events(server, [{"completion_id": made["id"], "kind": "shown", "at": at()},
+                    {"completion_id": made["id"], "kind": "accepted", "at": at(1)}]).raise_for_status()
+    env = {"CODELOOP_CONFIG": "/nonexistent.toml"}
+    stats = cli("stats", "--by", "language", "--server", server.url, env=env)
+    assert stats.returncode == 0, stats.stderr
+    (line,) = [ln for ln in stats.stdout.splitlines() if ln.startswith(lang)]
+    assert "100.0%" in line  # one shown, one accepted
+    logs = cli("logs", "-n", "50", "--server", server.url, env=env)
+    assert made["id"] in logs.stdout and "accepted" in logs.stdout
+    bad = cli("stats", "--by", "colour", env=env)
+    assert bad.returncode == 2
