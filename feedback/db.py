@@ -37,9 +37,10 @@ class Migration:
     sql: str
 
 
-def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def migrations(directory: Path | None = None) -> list[Migration]:
+    """The numbered SQL files, in order (MIGRATIONS_DIR unless told otherwise)."""
     found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((directory or MIGRATIONS_DIR).glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if not match:
             raise TelemetryDBError(f"badly named migration {path.name} (want NNNN_name.sql)")
@@ -169,6 +170,7 @@ def _migrate(con: duckdb.DuckDBPyConnection, pending: list[Migration]) -> None:
             )
             con.execute("COMMIT")
         except duckdb.Error as exc:
+            con.abort()
             con.execute("ROLLBACK")
             raise TelemetryDBError(f"migration {migration.version:04d}_{migration.name} failed: {exc}") from exc
 

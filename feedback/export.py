@@ -13,8 +13,7 @@ from pathlib import Path
 import duckdb
 
 from .db import open_db
-from .outcomes import created_bound, outcomes_sql, sql_timestamp
-from .queries import OUTCOME_COLUMNS, outcome_select
+from .outcomes import OUTCOME_COLUMNS, created_bound, outcome_select, outcomes_sql, sql_timestamp
 from .rows import COMPLETION_COLUMNS
 
 # The outcome columns exported (retained_latest / retained_best are for logs, not training).

@@ -51,6 +51,7 @@ FROM {{source}}
 GROUP BY completion_id
 """
 
+
 def _nearer(age: int, column: str) -> str:
     return (
         f"CASE WHEN s.retained_{age}s_age IS NOT NULL AND (o.retained_{age}s_age IS NULL OR "
@@ -115,6 +116,21 @@ DERIVED_SQL = """
          WHEN o.partial THEN least(coalesce(o.partial_chars, 0), coalesce(o.text_chars, o.partial_chars, 0))
          ELSE 0 END AS accepted_chars
 """
+
+# Outcome columns of a completion as recent_completions() and export_parquet() give them.
+OUTCOME_COLUMNS = (
+    "shown", "accepted", "partial", "partial_chars", "accepted_chars", "rejected", "dismissed", "cancelled",
+    "final_kind", "retained_30s", "retained_120s", "retained_600s", "retained_latest", "retained_best",
+)  # fmt: skip
+_OUTCOME_FLAGS = ("shown", "accepted", "partial", "rejected", "dismissed", "cancelled")
+
+
+def outcome_select(column: str) -> str:
+    """`o.column` as selected beside a LEFT JOIN (a completion without its outcome row
+    reads as never shown)."""
+    if column in _OUTCOME_FLAGS:
+        return f"coalesce(o.{column}, FALSE) AS {column}"
+    return f"coalesce(o.{column}, 0) AS {column}" if column == "accepted_chars" else f"o.{column}"
 
 
 def outcomes_sql(where: str = "TRUE") -> str:

@@ -10,31 +10,18 @@ from typing import Any, Literal
 
 import duckdb
 
-from .outcomes import created_bound, outcomes_sql, sql_timestamp
+from .outcomes import OUTCOME_COLUMNS, created_bound, outcome_select, outcomes_sql, sql_timestamp
+from .rows import to_utc
 
 GroupBy = Literal["adapter", "language", "client", "day"]
+# The base model has no adapter (NULL); in filters it is named "base", as in the API.
+BASE_ADAPTER = "base"
 _GROUP_KEYS: dict[str, str] = {
     "adapter": "adapter",
     "language": "language",
     "client": "client",
     "day": "CAST(created_at AS DATE)",
 }
-# Outcome columns of a completion, as recent_completions() and export_parquet() give them.
-OUTCOME_COLUMNS = (
-    "shown", "accepted", "partial", "partial_chars", "accepted_chars", "rejected", "dismissed", "cancelled",
-    "final_kind", "retained_30s", "retained_120s", "retained_600s", "retained_latest", "retained_best",
-)  # fmt: skip
-_FLAGS = ("shown", "accepted", "partial", "rejected", "dismissed", "cancelled")
-
-
-def outcome_select(column: str) -> str:
-    """`o.column` as selected beside a LEFT JOIN (a completion without its outcome row
-    reads as never shown)."""
-    if column in _FLAGS:
-        return f"coalesce(o.{column}, FALSE) AS {column}"
-    return f"coalesce(o.{column}, 0) AS {column}" if column == "accepted_chars" else f"o.{column}"
-
-
 _OUTCOME_SELECT = ", ".join(outcome_select(c) for c in OUTCOME_COLUMNS)
 _ACCEPTED_CHARS_RETAINED = (
     "sum(accepted_chars * {r}) FILTER (WHERE {r} IS NOT NULL) / "
@@ -91,16 +78,25 @@ def acceptance(
     by: GroupBy = "adapter",
     since: datetime | None = None,
     until: datetime | None = None,
+    adapter: str | None = None,
 ) -> list[AcceptanceRow]:
     """Acceptance per adapter / language / client / day of completions created in
     [since, until). by="day" is a time series: days without completions are filled in."""
     if by not in _GROUP_KEYS:
         raise ValueError(f"by must be one of {sorted(_GROUP_KEYS)}, got {by!r}")
+    since = to_utc(since, "since") if since is not None else None  # days are UTC days
+    until = to_utc(until, "until") if until is not None else None
     where = ["TRUE"]
     if since is not None:
         where.append(created_bound(since))
     if until is not None:
         where.append(f"o.created_at < {sql_timestamp(until)}")
+    params: list[Any] = []
+    if adapter == BASE_ADAPTER:
+        where.append("o.adapter IS NULL")
+    elif adapter is not None:
+        where.append("o.adapter = ?")
+        params.append(adapter)
     outcomes = outcomes_sql(" AND ".join(where))
     retained = {age: _ACCEPTED_CHARS_RETAINED.format(r=f"retained_{age}s") for age in (30, 120, 600)}
     rows = _rows(
@@ -118,6 +114,7 @@ def acceptance(
             quantile_cont(total_ms, [0.5, 0.9, 0.99]) AS latency
         FROM o GROUP BY ALL ORDER BY key NULLS LAST
         """,
+        params,
     )
     result = [_acceptance_row(r) for r in rows]
     if by == "day" and result:
@@ -224,6 +221,24 @@ def arm_counts(con: duckdb.DuckDBPyConnection, experiment: str) -> list[ArmCount
         return []
     rows = _rows(con, f"WITH o AS ({outcomes}) SELECT arm, {_ARM_AGG} FROM o GROUP BY arm ORDER BY arm", [experiment])
     return [ArmCounts(**r) for r in rows]
+
+
+def arm_user_counts(con: duckdb.DuckDBPyConnection, experiment: str) -> dict[str | None, list[tuple[int, int]]]:
+    """(accepted, shown) per user, per arm: what the clustering correction of the A/B
+    statistics needs (users are randomised, suggestions are counted)."""
+    outcomes = _experiment_outcomes(con, experiment)
+    if outcomes is None:
+        return {}
+    rows = con.execute(
+        f"""WITH o AS ({outcomes})
+        SELECT arm, count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE shown)
+        FROM o GROUP BY arm, user_id ORDER BY arm""",
+        [experiment],
+    ).fetchall()
+    per_arm: dict[str | None, list[tuple[int, int]]] = {}
+    for arm, accepted, shown in rows:
+        per_arm.setdefault(arm, []).append((int(accepted), int(shown)))
+    return per_arm
 
 
 def arm_counts_by_day(con: duckdb.DuckDBPyConnection, experiment: str) -> list[ArmDay]:

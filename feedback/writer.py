@@ -3,7 +3,7 @@
 Completions are fire-and-forget (a completion request never waits on the database).
 Events come back as a Future that resolves once the transaction holding them has
 COMMITTED, so the HTTP layer acknowledges an event only when it is on disk. One FIFO
-queue holds both, and a batch inserts its completions before its events in the same
+(batches.py) holds both, and a batch inserts its completions before its events in the same
 transaction: an event is never committed before the completion it refers to.
 
 When a write fails (disk full, IO error, a DuckDB "fatal" that invalidates the database)
@@ -17,9 +17,8 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -27,6 +26,7 @@ from typing import Any, Callable, TypeVar
 import duckdb
 
 from . import queries
+from .batches import CallItem, EventsItem, Item, WriteQueue
 from .db import open_db, reopen_db
 from .ingest import insert_completions, insert_events
 from .rows import completions_table, events_table, normalize_completion, normalize_event, utcnow
@@ -39,19 +39,9 @@ class TelemetryWriteError(Exception):
     """The events were not stored (yet); retrying the request is safe."""
 
 
-@dataclass
-class _Events:
-    rows: list[dict[str, Any]]
-    future: Future[int] | None  # None once failed: the rows stay queued, the caller was told
-
-
-@dataclass
-class _Call:
-    fn: Callable[[duckdb.DuckDBPyConnection], Any]
-    future: Future[Any]
-
-
-_Item = dict[str, Any] | _Events | _Call  # a dict is a completion row
+def _fatal(exc: BaseException) -> bool:
+    """DuckDB invalidated the database instance: only a reconnect recovers."""
+    return isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc)
 
 
 class TelemetryWriter:
@@ -67,25 +57,19 @@ class TelemetryWriter:
         retry_max_s: float = 5.0,
     ) -> None:
         self.db_path = Path(db_path)
-        self.batch_max = batch_max
-        self.flush_interval_s = flush_interval_s
         self.store_code = store_code
-        self.max_queued = max_queued  # rows; beyond it new rows are refused, not buffered
         self.retry_max_s = retry_max_s
-        self._remember_max = remember
+        self._queue = WriteQueue(batch_max, flush_interval_s, max_queued)
+        self._lock = threading.Lock()  # guards what follows, up to the connection
         # Recent completion id -> (text_chars, created_at): validates events for completions
         # still queued (an LSP reports "shown" within milliseconds) without a DB read, and
         # bounds the completion_outcomes update of a batch to the table's recent tail.
         self._recent: OrderedDict[str, tuple[int | None, datetime]] = OrderedDict()
-        self._cond = threading.Condition()
-        self._queue: deque[_Item] = deque()
-        self._queued_completions = self._queued_events = 0
+        self._remember = remember
         self._written_completions = self._written_events = self._dropped_completions = 0
         self._last_error: str | None = None
         self._last_error_at: str | None = None
         self._healthy = True
-        self._closing = False
-        self._closed = False
         self._give_up_at = float("inf")
         self._thread: threading.Thread | None = None
         self._con_lock = threading.Lock()
@@ -98,29 +82,24 @@ class TelemetryWriter:
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> TelemetryWriter:
         """Open (create, migrate) the database and start the thread; TelemetryDBError if not."""
-        with self._cond:
-            if self._closing:
-                raise RuntimeError("telemetry writer is closed")
-            if self._thread is not None:
-                return self
-        self._set_connection(open_db(self.db_path))
-        self._thread = threading.Thread(target=self._run, name="codeloop-telemetry-writer", daemon=True)
-        self._thread.start()
+        if self._queue.closing:
+            raise RuntimeError("telemetry writer is closed")
+        if self._thread is None:
+            self._set_connection(open_db(self.db_path))
+            self._thread = threading.Thread(target=self._run, name="codeloop-telemetry-writer", daemon=True)
+            self._thread.start()
         return self
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, then close. Idempotent. Rows still failing to write
         after `timeout` seconds are given up (their futures fail) and logged."""
-        with self._cond:
-            if not self._closing:
-                self._closing = True
-                self._give_up_at = time.monotonic() + timeout
-            self._cond.notify_all()
+        if not self._queue.closing:
+            self._give_up_at = time.monotonic() + timeout
+            self._queue.close()
         if self._thread is not None:
             self._thread.join()
         else:
             self._abandon("telemetry writer closed before it was started")
-        self._closed = True
 
     def __enter__(self) -> TelemetryWriter:
         return self.start()
@@ -132,18 +111,18 @@ class TelemetryWriter:
     def add_completion(self, row: dict[str, Any]) -> None:
         """Queue a completion row; never waits on the database. ValueError for a bad row."""
         normalized = normalize_completion(row, store_code=self.store_code)
-        with self._cond:
-            self._check_open()
-            if self._queued_completions + self._queued_events >= self.max_queued:
+        cid = normalized["id"]
+        with self._lock:  # remembered first: the writer thread may take the row at once
+            known = cid in self._recent
+            if not known:  # the database ignores a re-sent id, so its new created_at too
+                self._recent[cid] = (normalized["text_chars"], normalized["created_at"])
+                if len(self._recent) > self._remember:
+                    self._recent.popitem(last=False)
+        if not self._queue.put(normalized):
+            with self._lock:
                 self._dropped_completions += 1
-                return
-            self._queue.append(normalized)
-            self._queued_completions += 1
-            # setdefault: a re-sent id is ignored by the database, so is its new created_at
-            self._recent.setdefault(normalized["id"], (normalized["text_chars"], normalized["created_at"]))
-            if len(self._recent) > self._remember_max:
-                self._recent.popitem(last=False)
-            self._cond.notify()
+                if not known:
+                    self._recent.pop(cid, None)
 
     def add_events(self, rows: list[dict[str, Any]]) -> Future[int]:
         """Queue events; the future gives how many were new, once they are committed.
@@ -154,26 +133,15 @@ class TelemetryWriter:
         future: Future[int] = Future()
         if not normalized:
             future.set_result(0)
-            return future
-        with self._cond:
-            self._check_open()
-            full = self._queued_completions + self._queued_events + len(normalized) > self.max_queued
-            if not full:
-                self._queue.append(_Events(normalized, future))
-                self._queued_events += len(normalized)
-                self._cond.notify()
-        if full:
-            future.set_exception(TelemetryWriteError(f"telemetry queue full ({self.max_queued} rows); retry later"))
+        elif not self._queue.put(EventsItem(normalized, future)):
+            future.set_exception(TelemetryWriteError(f"telemetry queue full ({self._queue.max_queued} rows); retry later"))
         return future
 
     def execute(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> Future[T]:
         """Run `fn(write_connection)` in the writer thread, in its own transaction (fn must
         not BEGIN/COMMIT nor keep the connection), after everything queued before it."""
         future: Future[T] = Future()
-        with self._cond:
-            self._check_open()
-            self._queue.append(_Call(fn, future))
-            self._cond.notify()
+        self._queue.put(CallItem(fn, future))
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -182,8 +150,8 @@ class TelemetryWriter:
 
     # --- readers (any thread) -------------------------------------------------------------
     def reader(self) -> duckdb.DuckDBPyConnection:
-        """A new cursor on the database for one thread / one request; close it when done.
-        It sees committed data only and dies if the writer has to reopen the database."""
+        """A new cursor for one thread / one request; close it when done (contextlib.closing).
+        It sees committed data only, and dies if the writer has to reopen the database."""
         with self._con_lock:
             if self._root is None:
                 raise TelemetryWriteError(f"telemetry database unavailable: {self._last_error or 'not started'}")
@@ -193,10 +161,9 @@ class TelemetryWriter:
 
     def completion_lengths(self, ids: list[str]) -> dict[str, int | None]:
         """text_chars of the known ids (queued or stored); unknown ids are absent."""
-        found: dict[str, int | None] = {}
-        with self._cond:
-            missing = [i for i in ids if i not in self._recent]
-            found.update((i, self._recent[i][0]) for i in ids if i in self._recent)
+        with self._lock:
+            found = {i: self._recent[i][0] for i in ids if i in self._recent}
+        missing = [i for i in ids if i not in found]
         if missing:
             cursor = self.reader()
             try:
@@ -206,11 +173,11 @@ class TelemetryWriter:
         return found
 
     def status(self) -> dict[str, Any]:
-        with self._cond:
-            running = self._thread is not None and self._thread.is_alive() and not self._closing
+        running = self._thread is not None and self._thread.is_alive() and not self._queue.closing
+        with self._lock:
             return {
-                "queued_completions": self._queued_completions,
-                "queued_events": self._queued_events,
+                "queued_completions": self._queue.completions,
+                "queued_events": self._queue.events,
                 "written_completions": self._written_completions,
                 "written_events": self._written_events,
                 "dropped_completions": self._dropped_completions,
@@ -220,18 +187,11 @@ class TelemetryWriter:
             }
 
     # --- the writer thread ---------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closing:
-            raise RuntimeError("telemetry writer is closed")
-
     def _run(self) -> None:
         backoff = 0.0
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                break
+        while (batch := self._queue.take()) is not None:
             try:
-                ok = self._run_call(batch[0]) if isinstance(batch[0], _Call) else self._write(batch)
+                ok = self._run_call(batch[0]) if isinstance(batch[0], CallItem) else self._write(batch)
             except Exception as exc:  # never let the thread die: that would lose every row
                 log.exception("telemetry writer: unexpected error")
                 self._failed(exc, [])
@@ -246,56 +206,28 @@ class TelemetryWriter:
             time.sleep(min(backoff, max(0.0, self._give_up_at - time.monotonic())))
         self._drop_connection()
 
-    def _next_batch(self) -> list[_Item] | None:
-        with self._cond:
-            while not self._queue:
-                if self._closing:
-                    return None
-                self._cond.wait()
-            if isinstance(self._queue[0], _Call):
-                return [self._queue[0]]
-            # Linger a little so that a burst becomes one transaction, not many.
-            deadline = time.monotonic() + self.flush_interval_s
-            while not self._closing and self._queued_completions + self._queued_events < self.batch_max:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            batch: list[_Item] = []
-            rows = 0
-            for item in self._queue:  # a request is never split: a batch may pass batch_max
-                if isinstance(item, _Call) or rows >= self.batch_max:
-                    break
-                batch.append(item)
-                rows += 1 if isinstance(item, dict) else len(item.rows)
-            return batch
-
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             self._set_connection(reopen_db(self.db_path))  # after a fatal error
         assert self._con is not None
         return self._con
 
-    def _write(self, batch: list[_Item]) -> bool:
+    def _write(self, batch: list[Item]) -> bool:
         completions = [i for i in batch if isinstance(i, dict)]
-        requests = [i for i in batch if isinstance(i, _Events)]
+        requests = [i for i in batch if isinstance(i, EventsItem)]
         try:
             ctable = completions_table(completions) if completions else None
             etable = events_table([r.rows for r in requests]) if requests else None
         except Exception as exc:  # rows were validated; if one still fails, retrying cannot help
             log.exception("telemetry writer: dropping %d unconvertible items", len(batch))
             self._failed(exc, requests)
-            with self._cond:
-                for _ in batch:
-                    self._queue.popleft()
-                self._queued_completions -= len(completions)
-                self._queued_events -= sum(len(r.rows) for r in requests)
+            self._queue.done(batch)
             return True
         ats = [row["at"] for r in requests for row in r.rows]
-        with self._cond:
-            ids = {row["completion_id"] for r in requests for row in r.rows}
+        ids = {row["completion_id"] for r in requests for row in r.rows}
+        with self._lock:
             created = {i: self._recent[i][1] for i in ids if i in self._recent}
-        fatal = False
+        durable = False
         try:
             con = self._connection()
             con.execute("BEGIN")
@@ -303,31 +235,27 @@ class TelemetryWriter:
             counts = insert_events(con, etable, ats, len(requests), created) if etable is not None else []
             con.execute("COMMIT")
         except Exception as exc:
-            fatal = isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc)
             # DuckDB says so when the commit reached the WAL and only the automatic
             # checkpoint after it failed: the rows are durable, do not fail them.
-            if not (fatal and "COMMIT succeeded" in str(exc)):
+            durable = _fatal(exc) and "COMMIT succeeded" in str(exc)
+            if not durable:
                 self._rollback()
-                self._failed(exc, requests)
-                if fatal:
-                    self._drop_connection()
+            self._failed(exc, [] if durable else requests, durable=durable)
+            if _fatal(exc):
+                self._drop_connection()
+            if not durable:
                 return False
-            self._failed(exc, [])
-            self._drop_connection()
-        with self._cond:
-            for _ in batch:
-                self._queue.popleft()
-            self._queued_completions -= len(completions)
-            self._queued_events -= sum(len(r.rows) for r in requests)
+        self._queue.done(batch)
+        with self._lock:
             self._written_completions += inserted
             self._written_events += sum(counts)
-            self._healthy = not fatal
+            self._healthy = not durable  # healthy again once a reconnect works
         for request, count in zip(requests, counts):
             if request.future is not None:
                 request.future.set_result(count)
         return True
 
-    def _run_call(self, call: _Call) -> bool:
+    def _run_call(self, call: CallItem) -> bool:
         try:
             con = self._connection()
             con.execute("BEGIN")
@@ -335,14 +263,13 @@ class TelemetryWriter:
             con.execute("COMMIT")
         except Exception as exc:
             self._rollback()
-            if isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc):
+            if _fatal(exc):
                 self._failed(exc, [])
                 self._drop_connection()
             call.future.set_exception(exc)
         else:
             call.future.set_result(result)
-        with self._cond:
-            self._queue.popleft()
+        self._queue.done([call])
         return True  # admin calls are not retried: the caller sees the error
 
     def _rollback(self) -> None:
@@ -353,30 +280,27 @@ class TelemetryWriter:
         except duckdb.Error:
             pass  # no transaction open, or the connection is already unusable
 
-    def _failed(self, exc: BaseException, requests: list[_Events]) -> None:
+    def _failed(self, exc: BaseException, requests: list[EventsItem], *, durable: bool = False) -> None:
         message = f"{type(exc).__name__}: {exc}"
-        futures = []
-        with self._cond:
+        futures = [r.future for r in requests if r.future is not None]
+        for request in requests:
+            request.future = None  # told now; the rows stay queued and are retried
+        with self._lock:
             self._last_error, self._last_error_at, self._healthy = message, utcnow().isoformat(), False
-            for request in requests:
-                if request.future is not None:
-                    futures.append(request.future)
-                    request.future = None
-        log.warning("telemetry write failed (rows kept, will retry): %s", message)
+        if durable:
+            log.warning("telemetry committed, but DuckDB invalidated the database; reconnecting: %s", message)
+        else:
+            log.warning("telemetry write failed (rows kept, will retry): %s", message)
         error = TelemetryWriteError(f"telemetry write failed, events not stored: {message}")
         for future in futures:
             future.set_exception(error)
 
     def _abandon(self, reason: str) -> None:
-        with self._cond:
-            items = list(self._queue)
-            self._queue.clear()
-            lost = self._queued_completions + self._queued_events
-            self._queued_completions = self._queued_events = 0
+        items, lost = self._queue.drain()
         if lost:
             log.error("%s; %d telemetry rows lost", reason, lost)
         for item in items:
-            future = item.future if isinstance(item, (_Events, _Call)) else None
+            future = None if isinstance(item, dict) else item.future
             if future is not None and not future.done():
                 future.set_exception(TelemetryWriteError(reason))
 
@@ -395,6 +319,6 @@ class TelemetryWriter:
                 pass
         if con is not None:
             try:
-                con.close()  # also closes every reader cursor made from it
+                con.close()
             except duckdb.Error as exc:
                 log.warning("closing the telemetry database: %s", exc)

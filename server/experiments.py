@@ -124,16 +124,22 @@ class ExperimentManager:
         exp = self.get(exp_id)
         with closing(self.writer.reader()) as cursor:
             counts = {row.arm: asdict(row) for row in await asyncio.to_thread(queries.arm_counts, cursor, exp.id)}
-        pairs = {arm: (counts.get(arm, {}).get("accepted", 0), counts.get(arm, {}).get("shown", 0)) for arm in exp.arms}
+            per_user = await asyncio.to_thread(queries.arm_user_counts, cursor, exp.id)
+        # Users are randomised but suggestions are counted: the tests get counts shrunk by
+        # each arm's design effect (see stats.effective_counts), the table the raw ones.
+        effective = {arm: stats.effective_counts(per_user.get(arm, [])) for arm in exp.arms}
+        pairs = {arm: (x, n) for arm, (x, n, _) in effective.items()}
         state = {arm: stats.SequentialState.from_dict(s) for arm, s in exp.sequential_state.items()}
-        result = stats.compare_arms(pairs, exp.control, alpha=exp.alpha, state=state)
-        report = result.to_dict()
+        report = stats.compare_arms(pairs, exp.control, alpha=exp.alpha, state=state).to_dict()
         if exp.status == "running":
-            exp.sequential_state = {c["arm"]: c["state"] for c in report.get("comparisons", []) if "state" in c}
+            exp.sequential_state = {c["arm"]: c["state"] for c in report["comparisons"]}
             await self._save(exp)
         for arm in report["arms"]:
-            extra = counts.get(arm["name"], {})
-            arm.update(users=extra.get("users", 0), accepted_chars=extra.get("accepted_chars", 0), retained_chars=extra.get("retained_chars", 0))
+            raw = counts.get(arm["name"], {})
+            shown, accepted = raw.get("shown", 0), raw.get("accepted", 0)
+            arm.update(shown=shown, accepted=accepted, rate=accepted / shown if shown else None,
+                       design_effect=round(effective[arm["name"]][2], 3), users=raw.get("users", 0),
+                       accepted_chars=raw.get("accepted_chars", 0), retained_chars=raw.get("retained_chars", 0))
         return {"experiment": _public(exp), **report}
 
     async def stop(self, exp_id: str, promote: str | None) -> Experiment:

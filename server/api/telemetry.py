@@ -75,9 +75,10 @@ def _describe(exc: ValidationError) -> str:
 
 @router.get("/v1/metrics/acceptance")
 async def acceptance(request: Request, by: Literal["adapter", "language", "client", "day"] = "adapter",
-                     since: datetime | None = None, until: datetime | None = None):
+                     since: datetime | None = None, until: datetime | None = None,
+                     adapter: str | None = Query(None, description="only this adapter ('base' = no adapter)")):
     """Acceptance rate, accepted characters per shown suggestion, retained characters, latency."""
-    rows = await _read(request, queries.acceptance, by, since, until)
+    rows = await _read(request, queries.acceptance, by, since, until, adapter)
     return {"by": by, "rows": [asdict(r) for r in rows]}
 
 

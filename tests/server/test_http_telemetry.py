@@ -70,6 +70,13 @@ def test_events_are_stored_once_and_counted(server):
     assert row["retained_30s"] == pytest.approx(0.5) and row["retained_600s"] is None
     assert row["latency_p50_ms"] > 0
 
+    def languages(adapter):
+        rows = httpx.get(server.url + "/v1/metrics/acceptance", params={"by": "language", "adapter": adapter}).json()["rows"]
+        return {r["key"]: r["shown"] for r in rows}
+
+    assert languages("base")[lang] == 2  # these completions came from the base model
+    assert lang not in languages("someone-else@1")
+
     logs = httpx.get(server.url + "/v1/logs", params={"limit": 50}).json()["rows"]
     outcomes = {r["id"]: r["outcome"] for r in logs}
     assert outcomes[first["id"]] == "accepted" and outcomes[second["id"]] == "rejected"
