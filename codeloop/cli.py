@@ -46,6 +46,7 @@ def cli() -> None:
 def serve(host, port, model) -> None:
     """Run the completion server (HTTP API, metrics, dashboard)."""
     settings = _settings(host=host, port=port, model=model)
+    _check_telemetry_db(settings)
     _serve(settings, _model_dir(settings))
 
 
@@ -55,6 +56,7 @@ def serve(host, port, model) -> None:
 def up(host, port) -> None:
     """Prepare the model if needed, then serve, printing where everything is (what `make run` does)."""
     settings = _settings(host=host, port=port)
+    _check_telemetry_db(settings)
     model_dir = _model_dir(settings)
     base = f"http://{settings.host}:{settings.port}"
     click.echo(
@@ -83,6 +85,20 @@ def _serve(settings: Settings, model_dir) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, model_dir)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
+
+
+def _check_telemetry_db(settings: Settings) -> None:
+    """Refuse to start on a telemetry file we must not touch, before loading the model."""
+    from feedback.db import TelemetryDBError, open_db
+
+    if not settings.telemetry:
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        open_db(settings.telemetry_db).close()
+    except TelemetryDBError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
 
 
 @cli.group()

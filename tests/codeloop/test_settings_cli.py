@@ -99,3 +99,25 @@ def test_settings_command_shows_effective_values(clean_env):
 def test_settings_type_is_the_one_object():
     # Parts receive this object; they never read CODELOOP_* themselves.
     assert "data_dir" in Settings.model_fields and "adapter_dir" in Settings.model_fields
+
+
+def test_serve_refuses_a_telemetry_file_that_is_not_codeloops(clean_env):
+    import hashlib
+
+    import duckdb
+
+    data = clean_env / "data"
+    data.mkdir()
+    garbage = data / "telemetry.duckdb"
+    garbage.write_bytes(b"this is not a database\n" * 100)
+    foreign = clean_env / "foreign" / "telemetry.duckdb"
+    foreign.parent.mkdir()
+    con = duckdb.connect(str(foreign))
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.close()
+    for db, needle in ((garbage, "DuckDB"), (foreign, "codeloop")):
+        before = hashlib.sha256(db.read_bytes()).hexdigest()
+        result = run_cli("serve", env={"CODELOOP_DATA_DIR": str(db.parent)})
+        assert result.returncode == 2, result.stderr
+        assert needle in result.stderr and str(db) in result.stderr
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # untouched
