@@ -22,7 +22,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import install_adapter, start_server  # noqa: E402  (reuses the test harness)
+from tests.conftest import start_server  # noqa: E402  (reuses the test harness)
 
 
 def make_prefix(tokenizer, n_tokens: int) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import closing
 from dataclasses import asdict
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
