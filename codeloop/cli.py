@@ -101,6 +101,32 @@ def _check_telemetry_db(settings: Settings) -> None:
         sys.exit(2)
 
 
+@cli.command()
+@click.option("--tcp", "tcp_port", type=int, help="listen on this TCP port instead of stdio (for debugging)")
+@click.option("--server", "server", help="completion server URL (default: from settings host/port)")
+def lsp(tcp_port, server) -> None:
+    """Run the language server (stdio) that editors start: inline completions and telemetry.
+
+    Editors pass options as initializationOptions (serverUrl, token, languages, debounceMs,
+    maxTokens, timeoutMs, retentionSeconds, ...; see README 'Editors').
+    """
+    from lsp.config import LspConfig
+    from lsp.server import build_server
+
+    settings = _settings()
+    # stdout carries the protocol: logs go to stderr.
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "debug":  # pygls logs every message at info, httpx every request
+        for noisy in ("pygls", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = LspConfig(server_url=telemetry_cli.server_url(settings, server), spool_dir=settings.data_dir / "spool")
+    ls = build_server(config)
+    if tcp_port is not None:
+        ls.start_tcp("127.0.0.1", tcp_port)
+    else:
+        ls.start_io()
+
+
 @cli.group()
 def model() -> None:
     """Prepare and inspect the served model."""

@@ -1,0 +1,86 @@
+"""HTTP to codeloop's server: completions and events. lsp/ keeps its own small wire types
+(it never imports server/); they follow DESIGN.md's API."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    completion_id: str
+    text: str
+    adapter: str | None = None
+
+
+class ServerUnavailable(Exception):
+    """The server could not be reached, timed out or answered 5xx: try again later."""
+
+
+class EventsRefused(Exception):
+    """The server refused a batch of events (4xx): sending it again will not help."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class ServerClient:
+    """One pooled async client. Cancelling a call closes its connection, which the server
+    sees as a disconnect and stops the engine for."""
+
+    def __init__(self, base_url: str, token: str | None, timeout_s: float) -> None:
+        headers = {"User-Agent": "codeloop-lsp"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        )
+
+    async def complete(self, body: dict) -> Suggestion | None:
+        """A suggestion, or None when the server answered with nothing. Raises
+        ServerUnavailable on timeouts and connection errors."""
+        try:
+            resp = await self._http.post("/v1/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"{type(exc).__name__}: {exc}") from None
+        if resp.status_code != 200:
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
+            log.warning("completion refused: HTTP %d: %s", resp.status_code, _error_text(resp))
+            return None
+        data = resp.json()
+        choices = data.get("choices") or []
+        text = choices[0].get("text", "") if choices else ""
+        if not text:
+            return None
+        return Suggestion(data["id"], text, data.get("adapter"))
+
+    async def post_events(self, events: list[dict]) -> int:
+        """Store events; returns how many were new. Only returns once they are committed."""
+        try:
+            resp = await self._http.post("/v1/events", json={"events": events})
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"{type(exc).__name__}: {exc}") from None
+        if resp.status_code == 200:
+            return int(resp.json().get("stored", 0))
+        if resp.status_code >= 500 or resp.status_code in (408, 429):
+            raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
+        raise EventsRefused(resp.status_code, _error_text(resp))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("error", resp.text))[:500]
+    except ValueError:
+        return resp.text[:500]

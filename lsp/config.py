@@ -1,0 +1,132 @@
+"""The language server's configuration: defaults from codeloop's Settings, then the editor's.
+
+The editor sends options as `initializationOptions` and later through
+`workspace/didChangeConfiguration` (either the options themselves or under a "codeloop"
+key). Names are camelCase as editors write them; an unknown name or a bad value is an error
+that names it, and the previous configuration stays in force.
+"""
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import hashlib
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_user() -> str:
+    """A stable pseudonym of the person typing: the same on every start, not their name."""
+    try:
+        who = f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # no user name (some containers)
+        who = socket.gethostname()
+    return "u-" + hashlib.sha256(who.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LspConfig:
+    server_url: str = "http://127.0.0.1:8000"
+    token: str | None = None
+    # Language ids to complete in; "*" means all.
+    languages: tuple[str, ...] = ("*",)
+    debounce_ms: int = 150
+    max_tokens: int | None = None  # None: the server's default
+    # A completion that takes longer gives an empty answer (the editor must never hang).
+    timeout_ms: int = 8000
+    user: str = dataclasses.field(default_factory=default_user)
+    client: str = "codeloop-lsp"
+    # Seconds after an accept at which the retained share of the accepted text is reported.
+    retention_s: tuple[float, ...] = (30.0, 120.0, 600.0)
+    # Events are batched this long before they are sent.
+    event_flush_ms: int = 1000
+    # Set from codeloop's data_dir (not an editor option: the spool is open while it runs).
+    spool_dir: Path = Path("spool")
+    # Characters of context around the cursor sent to the server (it trims to tokens).
+    prefix_chars: int = 6000
+    suffix_chars: int = 2000
+    cache_size: int = 256
+    # Documents larger than this get no completions (they are still tracked).
+    max_document_chars: int = 2_000_000
+
+    def with_options(self, options: dict[str, Any] | None) -> "LspConfig":
+        """A new config with the editor's options applied; ConfigError names a bad one."""
+        if not options:
+            return self
+        if not isinstance(options, dict):
+            raise ConfigError(f"options must be an object, got {type(options).__name__}")
+        if isinstance(options.get("codeloop"), dict) and len(options) == 1:
+            options = options["codeloop"]
+        changes: dict[str, Any] = {}
+        for name, value in options.items():
+            field = _OPTION_FIELDS.get(name)
+            if field is None:
+                raise ConfigError(f"unknown option {name!r}; known: {', '.join(sorted(_OPTION_FIELDS))}")
+            try:
+                changes[field] = _CHECKS[field](value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"option {name!r}: {exc}") from None
+        return dataclasses.replace(self, **changes)
+
+    def completes(self, language_id: str) -> bool:
+        return "*" in self.languages or language_id in self.languages
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _int_between(lo: int, hi: int):
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or not lo <= value <= hi:
+            raise ValueError(f"must be a whole number from {lo} to {hi}")
+        return int(value)
+    return check
+
+
+def _optional(check):
+    return lambda value: None if value is None else check(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _languages(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError('must be a list of language ids, e.g. ["python", "go"], or ["*"]')
+    return tuple(value)
+
+
+def _seconds(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 86400 for v in value
+    ):
+        raise ValueError("must be a non-empty list of seconds, e.g. [30, 120, 600]")
+    return tuple(sorted(float(v) for v in value))
+
+
+_OPTION_FIELDS = {
+    "serverUrl": "server_url", "token": "token", "languages": "languages",
+    "debounceMs": "debounce_ms", "maxTokens": "max_tokens", "timeoutMs": "timeout_ms",
+    "user": "user", "client": "client", "retentionSeconds": "retention_s",
+    "eventFlushMs": "event_flush_ms",
+    "prefixChars": "prefix_chars", "suffixChars": "suffix_chars", "cacheSize": "cache_size",
+}
+_CHECKS = {
+    "server_url": _url, "token": _optional(_text), "languages": _languages,
+    "debounce_ms": _int_between(0, 5000), "max_tokens": _optional(_int_between(1, 4096)),
+    "timeout_ms": _int_between(100, 600_000), "user": _text, "client": _text,
+    "retention_s": _seconds, "event_flush_ms": _int_between(0, 60_000),
+    "prefix_chars": _int_between(1, 1_000_000), "suffix_chars": _int_between(0, 1_000_000),
+    "cache_size": _int_between(0, 100_000),
+}

@@ -1,0 +1,80 @@
+"""Language-server fixtures: `codeloop lsp` as a real process over stdio (pytest-lsp client),
+talking real HTTP to a real completion server on the real default model."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, client_capabilities
+
+# Fast settings for tests: no debounce unless a test sets one, events sent at once,
+# retention measured at seconds instead of minutes.
+FAST = {"debounceMs": 0, "eventFlushMs": 20, "retentionSeconds": [1, 2], "maxTokens": 16, "timeoutMs": 60000}
+
+
+def lsp_env(data_dir: Path) -> dict:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_CONFIG": str(data_dir / "absent.toml"),
+            "CODELOOP_LOG_LEVEL": "info"}
+
+
+@contextlib.asynccontextmanager
+async def lsp_session(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code"):
+    """A `codeloop lsp` process, initialized; shut down cleanly afterwards."""
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "codeloop.cli", "lsp", "--server", server_url],
+                                server_env=lsp_env(data_dir))
+    client = await config.start()
+    await client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities(capabilities), initialization_options={**FAST, **(options or {})}))
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.shutdown_session(), 30)
+        await client.stop()
+
+
+def open_doc(client, uri: str, text: str, language: str = "python", version: int = 1) -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, language, version, text)))
+
+
+def insert(client, uri: str, version: int, line: int, character: int, text: str) -> None:
+    pos = types.Position(line, character)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        [types.TextDocumentContentChangePartial(range=types.Range(pos, pos), text=text)]))
+
+
+async def inline(client, uri: str, line: int, character: int, automatic: bool = False):
+    kind = types.InlineCompletionTriggerKind.Automatic if automatic else types.InlineCompletionTriggerKind.Invoked
+    return await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        context=types.InlineCompletionContext(trigger_kind=kind),
+        text_document=types.TextDocumentIdentifier(uri), position=types.Position(line, character)))
+
+
+async def stats(client) -> dict:
+    return await client.protocol.send_request_async("codeloop/stats", {})
+
+
+def wait_for_outcome(server_url: str, completion_id: str, check, timeout: float = 30) -> dict:
+    """Poll /v1/logs (the server's DuckDB rows) until `check(row)` holds; the row."""
+    deadline, row = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        rows = httpx.get(server_url + "/v1/logs", params={"limit": 200}, timeout=10).json()["rows"]
+        row = next((r for r in rows if r["id"] == completion_id), None)
+        if row is not None and check(row):
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"completion {completion_id}: outcome not reached in {timeout}s; last row: {row}")
+
+
+@pytest.fixture
+def lsp_data(tmp_path) -> Path:
+    return tmp_path / "lsp-data"
