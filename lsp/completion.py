@@ -148,7 +148,7 @@ class Completer:
 
     def _supersede_previous(self, uri: str) -> asyncio.Event:
         previous = self._latest.get(uri)
-        if previous is not None:
+        if previous is not None and self.config.cancel_superseded:
             previous.set()
         flag = self._latest[uri] = asyncio.Event()
         return flag

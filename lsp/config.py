@@ -36,6 +36,9 @@ class LspConfig:
     # Language ids to complete in; "*" means all.
     languages: tuple[str, ...] = ("*",)
     debounce_ms: int = 150
+    # A newer request for the same document cancels the older one down to the engine.
+    # Off only to measure what that saves (bench/lsp_typist.py).
+    cancel_superseded: bool = True
     max_tokens: int | None = None  # None: the server's default
     # A completion that takes longer gives an empty answer (the editor must never hang).
     timeout_ms: int = 8000
@@ -91,6 +94,12 @@ def _int_between(lo: int, hi: int):
     return check
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def _optional(check):
     return lambda value: None if value is None else check(value)
 
@@ -117,14 +126,14 @@ def _seconds(value: Any) -> tuple[float, ...]:
 
 _OPTION_FIELDS = {
     "serverUrl": "server_url", "token": "token", "languages": "languages",
-    "debounceMs": "debounce_ms", "maxTokens": "max_tokens", "timeoutMs": "timeout_ms",
+    "debounceMs": "debounce_ms", "cancelSuperseded": "cancel_superseded", "maxTokens": "max_tokens", "timeoutMs": "timeout_ms",
     "user": "user", "client": "client", "retentionSeconds": "retention_s",
     "eventFlushMs": "event_flush_ms",
     "prefixChars": "prefix_chars", "suffixChars": "suffix_chars", "cacheSize": "cache_size",
 }
 _CHECKS = {
     "server_url": _url, "token": _optional(_text), "languages": _languages,
-    "debounce_ms": _int_between(0, 5000), "max_tokens": _optional(_int_between(1, 4096)),
+    "debounce_ms": _int_between(0, 5000), "cancel_superseded": _bool, "max_tokens": _optional(_int_between(1, 4096)),
     "timeout_ms": _int_between(100, 600_000), "user": _text, "client": _text,
     "retention_s": _seconds, "event_flush_ms": _int_between(0, 60_000),
     "prefix_chars": _int_between(1, 1_000_000), "suffix_chars": _int_between(0, 1_000_000),
