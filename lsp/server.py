@@ -31,6 +31,8 @@ class Protocol(LanguageServerProtocol):
     InvalidParams error back instead of no answer at all (the client would wait forever)."""
 
     def structure_message(self, data: dict[str, Any]):
+        if isinstance(data, dict) and data.get("method") == types.TEXT_DOCUMENT_INLINE_COMPLETION:
+            _old_trigger_kind(data)
         try:
             return super().structure_message(data)
         except Exception as exc:
@@ -38,6 +40,14 @@ class Protocol(LanguageServerProtocol):
                 cause = exc.__cause__ or exc
                 self._send_response(data["id"], None, JsonRpcInvalidParams(f"invalid params for {data['method']}: {cause}"[:2000]).to_response_error())
             return SimpleNamespace(jsonrpc="ignored")  # handle_message skips it
+
+
+def _old_trigger_kind(data: dict) -> None:
+    """Clients on vscode-languageserver-protocol 3.17.x send the draft's triggerKind 0 for
+    Invoked (3.18 made it 1); accept it rather than refuse every manual trigger."""
+    context = data.get("params", {}).get("context") if isinstance(data.get("params"), dict) else None
+    if isinstance(context, dict) and context.get("triggerKind") == 0:
+        context["triggerKind"] = types.InlineCompletionTriggerKind.Invoked.value
 
 
 class CodeloopLanguageServer(LanguageServer):
@@ -96,7 +106,8 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: CodeloopLanguageServer, params: types.InitializeParams) -> None:
-        ls.store.encoding = str(ls.workspace.position_encoding or "utf-16")
+        encoding = ls.workspace.position_encoding or "utf-16"
+        ls.store.encoding = str(getattr(encoding, "value", encoding))  # pygls gives an enum or a str
         if (problem := ls.apply_options(params.initialization_options)) is not None:
             ls.window_show_message(types.ShowMessageParams(types.MessageType.Warning, f"codeloop: {problem}; using defaults"))
 

@@ -73,9 +73,9 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, timeout: float = 180) -> ServerProcess:
-    """`codeloop serve` on a free port; returns once /healthz answers."""
-    port = free_port()
+def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, timeout: float = 180, port: int | None = None) -> ServerProcess:
+    """`codeloop serve` on a free port (or `port`, to restart one); returns once /healthz answers."""
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     full_env = {

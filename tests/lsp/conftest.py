@@ -31,7 +31,7 @@ async def lsp_session(server_url: str, data_dir: Path, options: dict | None = No
     config = ClientServerConfig(server_command=[sys.executable, "-m", "codeloop.cli", "lsp", "--server", server_url],
                                 server_env=lsp_env(data_dir))
     client = await config.start()
-    await client.initialize_session(types.InitializeParams(
+    client.init_result = await client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities(capabilities), initialization_options={**FAST, **(options or {})}))
     try:
         yield client

@@ -1,0 +1,35 @@
+"""Editor options: camelCase names, checked, a bad one named and the old config kept."""
+import pytest
+
+from lsp.config import ConfigError, LspConfig, default_user
+
+
+def test_options_apply_and_nest_under_codeloop():
+    cfg = LspConfig().with_options({"serverUrl": "http://10.0.0.5:9000/", "debounceMs": 80, "languages": ["python", "go"]})
+    assert (cfg.server_url, cfg.debounce_ms, cfg.languages) == ("http://10.0.0.5:9000", 80, ("python", "go"))
+    assert cfg.completes("go") and not cfg.completes("rust")
+    nested = LspConfig().with_options({"codeloop": {"maxTokens": 32, "retentionSeconds": [600, 30]}})
+    assert nested.max_tokens == 32 and nested.retention_s == (30.0, 600.0)
+    assert LspConfig().with_options(None) == LspConfig()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"serverUrl": "localhost:8000"}, "serverUrl"),
+    ({"debounceMs": -1}, "debounceMs"),
+    ({"debounceMs": True}, "debounceMs"),
+    ({"languages": "python"}, "languages"),
+    ({"retentionSeconds": []}, "retentionSeconds"),
+    ({"cancelSuperseded": "no"}, "cancelSuperseded"),
+    ({"nonsense": 1}, "unknown option 'nonsense'"),
+    (["not", "an", "object"], "object"),
+])
+def test_bad_options_are_named(options, message):
+    with pytest.raises(ConfigError, match=message):
+        LspConfig().with_options(options)
+
+
+def test_user_pseudonym_is_stable_and_not_the_name():
+    import getpass
+
+    assert default_user() == default_user()
+    assert default_user().startswith("u-") and getpass.getuser() not in default_user()
