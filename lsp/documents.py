@@ -17,6 +17,19 @@ UTF16, UTF8, UTF32 = "utf-16", "utf-8", "utf-32"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Lone UTF-16 surrogates (JSON can carry them) become U+FFFD: same length in code
+    points and in UTF-16 units, and the text can then be encoded to send on."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 class DocumentError(ValueError):
     """A request names an unknown document or an impossible position."""
 
@@ -137,7 +150,7 @@ class DocumentStore:
         return doc
 
     def open(self, uri: str, language_id: str, version: int, text: str) -> Document:
-        doc = self._docs[uri] = Document(uri, language_id or "", version, text, encoding=self.encoding)
+        doc = self._docs[uri] = Document(uri, language_id or "", version, clean_text(text), encoding=self.encoding)
         return doc
 
     def close(self, uri: str) -> Document | None:
@@ -158,6 +171,7 @@ class DocumentStore:
             if not isinstance(text, str):
                 doc.stale = True
                 raise DocumentError("a content change without text")
+            text = clean_text(text)
             rng = change.get("range")
             if rng is None:
                 edits.append(Edit(0, len(doc.text), text))

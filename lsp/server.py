@@ -8,14 +8,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from lsp.client import ServerClient
 from lsp.completion import Answer, Completer, Selected
 from lsp.config import ConfigError, LspConfig
-from lsp.documents import DocumentError, DocumentStore
+from lsp.documents import DocumentError, DocumentStore, clean_text
 from lsp.events import EventSender
 from lsp.spool import EventSpool
 from lsp.tracking import Tracker
@@ -33,6 +33,10 @@ class Protocol(LanguageServerProtocol):
     def structure_message(self, data: dict[str, Any]):
         if isinstance(data, dict) and data.get("method") == types.TEXT_DOCUMENT_INLINE_COMPLETION:
             _old_trigger_kind(data)
+        if isinstance(data, dict) and _is_notification(data.get("method")) and isinstance(data.get("id"), (int, str)) and "jsonrpc" in data:
+            # A request (it has an id) for a notification: answer it, or the client waits forever.
+            self._send_response(data["id"], None, JsonRpcInvalidRequest(f"{data['method']} is a notification: send it without an id").to_response_error())
+            return SimpleNamespace(jsonrpc="ignored")
         try:
             return super().structure_message(data)
         except Exception as exc:
@@ -40,6 +44,11 @@ class Protocol(LanguageServerProtocol):
                 cause = exc.__cause__ or exc
                 self._send_response(data["id"], None, JsonRpcInvalidParams(f"invalid params for {data['method']}: {cause}"[:2000]).to_response_error())
             return SimpleNamespace(jsonrpc="ignored")  # handle_message skips it
+
+
+def _is_notification(method: Any) -> bool:
+    known = types.METHOD_TO_TYPES.get(method) if isinstance(method, str) else None
+    return method == types.CANCEL_REQUEST or (known is not None and known[0].__name__.endswith("Notification"))
 
 
 def _old_trigger_kind(data: dict) -> None:
@@ -157,7 +166,7 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
         if context is not None and context.selected_completion_info is not None:
             info = context.selected_completion_info
             start, end = _offsets(doc, info.range)
-            selected = Selected(start, end, info.text)
+            selected = Selected(start, end, clean_text(info.text))
         automatic = context is None or context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
         answer = await _answer(ls, doc, offset, automatic, selected)
         if answer is None:

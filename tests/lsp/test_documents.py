@@ -74,3 +74,11 @@ def test_unknown_documents_old_versions_and_bad_ranges():
     assert store.get("u").text == "abc"
     store.change("u", 8, [{"text": "fresh"}])
     assert not store.get("u").stale and store.get("u").text == "fresh"
+
+
+def test_lone_surrogates_become_replacement_characters():
+    store = DocumentStore()
+    doc = store.open("u", "python", 1, "a\ud83db")
+    assert doc.text == "a\ufffdb" and doc.text.encode("utf-8")
+    store.change("u", 2, [{"range": {"start": {"line": 0, "character": 3}, "end": {"line": 0, "character": 3}}, "text": "\udc00"}])
+    assert doc.text == "a\ufffdb\ufffd"

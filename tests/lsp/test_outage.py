@@ -1,0 +1,90 @@
+"""No event is lost while the server is down, nor when the language server is killed:
+events made during an outage are spooled, and delivered exactly once when it comes back."""
+import asyncio
+import signal
+import sys
+import time
+
+import duckdb
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, client_capabilities
+
+from tests.conftest import start_server
+from tests.lsp.conftest import FAST, insert, lsp_env, open_doc, stats
+
+DOCS = ["def add(a, b):\n    return", "def square(x):\n    return", "def is_even(n):\n    return"]
+
+
+async def start_lsp(url, data_dir):
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "codeloop.cli", "lsp", "--server", url], server_env=lsp_env(data_dir))
+    client = await config.start()
+    await client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options={**FAST, "retentionSeconds": [0.5, 1.0]}))
+    return client
+
+
+async def wait_stats(client, check, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = await stats(client)
+        if check(current):
+            return current
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"language server stats never satisfied the check: {current}")
+
+
+async def test_events_made_during_an_outage_and_a_kill_arrive_exactly_once(model_dir, tmp_path):
+    server = start_server(model_dir, tmp_path / "server")
+    port = int(server.url.rsplit(":", 1)[1])
+    lsp_data = tmp_path / "lsp"
+    first = await start_lsp(server.url, lsp_data)
+    try:
+        items = []
+        for i, code in enumerate(DOCS):
+            uri = f"file:///work/outage/m{i}.py"
+            open_doc(first, uri, code)
+            line, ch = 1, len(code.splitlines()[1])
+            result = await first.text_document_inline_completion_async(types.InlineCompletionParams(
+                context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Invoked),
+                text_document=types.TextDocumentIdentifier(uri), position=types.Position(line, ch)))
+            assert result.items, f"no suggestion for {code!r}"
+            items.append((uri, line, ch, result.items[0]))
+        await wait_stats(first, lambda s: s.events_sent == len(DOCS) and s.events_unsent == 0)  # the shown events
+
+        server.stop()  # the outage
+        for uri, line, ch, item in items:
+            insert(first, uri, 2, line, ch, item.insert_text)
+            assert await first.workspace_execute_command_async(types.ExecuteCommandParams("codeloop.accept", item.command.arguments))
+        made_while_down = 3 * len(DOCS)  # accepted, retained at 0.5 s and at 1 s, for each
+        await wait_stats(first, lambda s: s.events_unsent == made_while_down)
+    finally:
+        first._server.send_signal(signal.SIGKILL)  # the language server dies too, spool and all
+        await first._server.wait()
+    # Forget that the shown events were delivered: the replay sends them again, and the server
+    # must still store each event once.
+    for mark in lsp_data.glob("spool/*.sent"):
+        mark.unlink()
+
+    server = start_server(model_dir, tmp_path / "server", port=port)
+    second = await start_lsp(server.url, lsp_data)
+    try:
+        done = await wait_stats(second, lambda s: s.events_unsent == 0 and s.events_sent >= made_while_down + len(DOCS))
+        assert done.events_refused == 0
+    finally:
+        await second.shutdown_session()
+        await second.stop()
+        server.stop()
+
+    ids = [item.command.arguments[0] for *_, item in items]
+    con = duckdb.connect(str(tmp_path / "server" / "telemetry.duckdb"), read_only=True)
+    rows = con.execute(
+        'SELECT completion_id, kind, count(*) FROM events WHERE completion_id IN (SELECT unnest(?)) GROUP BY ALL', [ids]
+    ).fetchall()
+    duplicates = con.execute('SELECT count(*) - count(DISTINCT (completion_id, kind, "at")) FROM events').fetchall()[0][0]
+    con.close()
+    counts = {(cid, kind): n for cid, kind, n in rows}
+    assert duplicates == 0
+    for cid in ids:
+        assert counts == counts | {(cid, "shown"): 1, (cid, "accepted"): 1, (cid, "retained"): 2}
+    assert len(counts) == 3 * len(ids) and sum(counts.values()) == made_while_down + len(DOCS)
