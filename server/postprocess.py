@@ -21,6 +21,7 @@ __all__ = [
     "cut_repetition",
     "cut_suffix_overlap",
     "cut_to_block",
+    "fix_cursor_line_indent",
     "is_garbage",
     "postprocess",
     "strip_trailing_whitespace",
@@ -48,6 +49,7 @@ def postprocess(
     """The suggestion to show for ``text`` generated between ``prefix`` and ``suffix``."""
     text = cut_at_stop(text, stop)
     text = drop_echo(text, prefix)
+    text = fix_cursor_line_indent(text, prefix)
     multiline = wants_multiline(prefix, suffix)
     text = cut_to_block(text, prefix, language=language) if multiline else text.split("\n")[0]
     text = cut_repetition(text, prefix)
@@ -142,6 +144,27 @@ def drop_echo(text: str, prefix: str) -> str:
     if rest and rest[0].startswith(current):
         rest[0] = rest[0][len(current) :]
     return "\n".join(rest)
+
+
+def fix_cursor_line_indent(text: str, prefix: str) -> str:
+    """On an indented, otherwise empty cursor line, do not indent again.
+
+    The cursor already sits at the indentation the editor chose; a model that starts with
+    more whitespace (SmolLM2 after "def f():\n    " writes "     if ...") would push the
+    suggestion too far right. The first line's leading whitespace goes, and later lines move
+    left by as much, keeping their indentation relative to the first.
+    """
+    current = _current_line(prefix)
+    if not current or current.strip():
+        return text
+    first, _, rest = text.partition("\n")
+    extra = first[: len(first) - len(first.lstrip(" \t"))]
+    if not extra or not first.strip():
+        return text
+    lines = [first[len(extra):]]
+    for line in rest.split("\n") if rest else []:
+        lines.append(line[len(extra):] if line.startswith(extra) else line)
+    return "\n".join(lines) if rest or "\n" in text else lines[0]
 
 
 def cut_repetition(text: str, prefix: str) -> str:

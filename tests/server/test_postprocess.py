@@ -9,6 +9,7 @@ from server.postprocess import (
     cut_repetition,
     drop_echo,
     cut_suffix_overlap,
+    fix_cursor_line_indent,
     cut_to_block,
     is_garbage,
     postprocess,
@@ -282,3 +283,15 @@ def test_postprocess_returns_empty_for_garbage(text: str) -> None:
 
 def test_postprocess_keeps_first_line_indent() -> None:
     assert postprocess("    return 1  \n", "def f():\n", "") == "    return 1"
+
+
+@pytest.mark.parametrize("text, prefix, expected", [
+    # What SmolLM2 wrote after "def fibonacci(n):\n    ": one indent too many, kept relative.
+    ("     if n == 0:\n             return", "def fibonacci(n):\n    ", "if n == 0:\n        return"),
+    ("if n == 0:\n        return", "def f(n):\n    ", "if n == 0:\n        return"),  # already right
+    ("    x = 1", "def f():\n", "    x = 1"),  # column 0: the model's indent is the indent
+    ("  + 1", "x = y", "  + 1"),  # mid-line: untouched
+    ("  a\nb", "if x:\n  ", "a\nb"),  # a later line indented less is left alone
+])
+def test_fix_cursor_line_indent(text: str, prefix: str, expected: str) -> None:
+    assert fix_cursor_line_indent(text, prefix) == expected
