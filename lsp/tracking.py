@@ -186,12 +186,16 @@ class Tracker:
                 start, present = found, True
         watch = Watch(item.completion_id, doc, accepted, start, start + (len(accepted) if present else 0),
                       waiting_for_insert=not present)
+        # A later (larger) partial accept of the same suggestion replaces the earlier watch.
+        self.watches = [w for w in self.watches if w.completion_id != item.completion_id]
         self.watches.append(watch)
         last = self.retention_s[-1]
         for age in self.retention_s:
             self.schedule(age, lambda age=age: self._report(watch, age, final=age == last))
 
     def _report(self, watch: Watch, age: float, final: bool) -> None:
+        if watch not in self.watches:
+            return  # replaced by a later accept of the same suggestion
         self.emit("retained", watch.completion_id, retained_ratio=watch.retained_ratio(), age_s=age)
         if final and watch in self.watches:
             self.watches.remove(watch)

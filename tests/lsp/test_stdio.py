@@ -194,3 +194,21 @@ async def test_configuration_changes_apply_and_bad_ones_are_refused(server, lsp_
         assert re.search("debounceMs", message.message)
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams({"languages": ["*"]}))
         assert (await inline(client, URI, *CURSOR)).items
+
+
+async def test_partial_accept_and_dismiss_are_reported(server, lsp_data):
+    async with lsp_session(server.url, lsp_data) as client:
+        open_doc(client, URI, CODE)
+        item = await first_item(client)
+        assert len(item.insert_text) > 2
+        insert(client, URI, 2, *CURSOR, item.insert_text[:2])  # the editor accepted a word of it
+        assert await client.workspace_execute_command_async(types.ExecuteCommandParams("codeloop.accept", [item.command.arguments[0], 2]))
+        partial = wait_for_outcome(server.url, item.command.arguments[0], lambda r: r["outcome"] == "partial")
+        assert partial["accepted_chars"] == 2
+
+        other = "file:///work/project/other.py"
+        open_doc(client, other, "def square(x):\n    return")
+        shown = (await inline(client, other, 1, 10)).items
+        assert shown, "no suggestion"
+        assert await client.workspace_execute_command_async(types.ExecuteCommandParams("codeloop.dismiss", shown[0].command.arguments))
+        wait_for_outcome(server.url, shown[0].command.arguments[0], lambda r: r["outcome"] == "dismissed")

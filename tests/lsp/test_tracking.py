@@ -141,3 +141,15 @@ def test_watch_span_arithmetic():
     assert (watch.start, watch.end) == (4, 8)
     watch.apply(Edit(5, 6, ""))  # inside: shrinks
     assert (watch.start, watch.end) == (4, 7)
+
+
+def test_a_second_partial_accept_replaces_the_first_watch(setup):
+    store, rec, tracker, doc = setup
+    tracker.shown(doc, "c1", 13, "return 42")
+    type_text(store, tracker, doc, 13, "return", 2)
+    tracker.accepted("c1", 6)
+    type_text(store, tracker, doc, 19, " 42", 3)
+    tracker.accepted("c1", 9)
+    assert [k for k, _, _ in rec.events] == ["shown", "partial", "accepted"]
+    rec.fire_timers()
+    assert [f["retained_ratio"] for k, _, f in rec.events if k == "retained"] == [1.0, 1.0]
