@@ -94,6 +94,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
     async def prometheus_metrics(request: Request):
         for n in engine.cancel_stats.drain():
             metrics.tokens_after_cancel.observe(n)
+        metrics.cancelled_tokens.inc(engine.cancel_stats.drain_cancelled_tokens())
         metrics.queue_depth.set(engine.queue_depth())
         metrics.adapters_loaded.set(len(engine.adapters()))
         telemetry = request.app.state.telemetry

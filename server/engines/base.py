@@ -65,8 +65,15 @@ class CancelStats:
 
     cancelled: int = 0
     tokens_after_cancel: list[int] = field(default_factory=list)
+    # Tokens each cancelled generation produced in all (work nobody saw), not yet reported.
+    # Lists, like the above: appends from the engine's thread and the swap in drain are atomic.
+    cancelled_tokens: list[int] = field(default_factory=list)
 
     def drain(self) -> list[int]:
         """The figures recorded since the last drain (for the /metrics histogram)."""
         taken, self.tokens_after_cancel = self.tokens_after_cancel, []
         return taken
+
+    def drain_cancelled_tokens(self) -> int:
+        taken, self.cancelled_tokens = self.cancelled_tokens, []
+        return sum(taken)

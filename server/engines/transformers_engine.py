@@ -163,6 +163,7 @@ class TransformersEngine:
             finish = "cancelled"
             self.cancel_stats.cancelled += 1
             self.cancel_stats.tokens_after_cancel.append(watch.tokens_after_cancel)
+            self.cancel_stats.cancelled_tokens.append(len(new_ids))
         elif watch.hit_stop or (len(new_ids) and int(new_ids[-1]) in self._eos_ids()):
             finish = "stop"
         for s in params.stop:

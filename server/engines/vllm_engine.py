@@ -93,6 +93,7 @@ class VllmEngine:
                     final = output
             except asyncio.CancelledError:
                 self.cancel_stats.cancelled += 1  # generate() has aborted the request in the engine
+                self.cancel_stats.cancelled_tokens.append(len(final.outputs[0].token_ids) if final and final.outputs else 0)
                 raise
             except Exception as exc:
                 raise EngineError(f"vLLM failed: {type(exc).__name__}: {exc}") from None

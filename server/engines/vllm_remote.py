@@ -136,6 +136,10 @@ class VllmRemoteEngine:
                             pieces.append(choice["text"])
                         if choice.get("finish_reason"):
                             finish = "stop" if choice["finish_reason"] == "stop" else "length"
+        except asyncio.CancelledError:  # closing the stream aborts it in vLLM
+            self.cancel_stats.cancelled += 1
+            self.cancel_stats.cancelled_tokens.append(len(pieces))  # about one token per streamed chunk
+            raise
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             if pieces:  # it had started: a retry would start over; say what happened
                 raise EngineError(f"vLLM at {replica.url} broke off mid-answer: {type(exc).__name__}") from None

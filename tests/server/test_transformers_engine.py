@@ -107,6 +107,8 @@ async def test_cancel_stops_generation_within_a_few_tokens(engine):
     (stopped_after,) = engine.cancel_stats.drain()
     assert stopped_after <= 2
     assert engine.cancel_stats.cancelled == 1
+    assert 0 < engine.cancel_stats.drain_cancelled_tokens() < 500  # what it made before stopping
+    assert engine.cancel_stats.drain_cancelled_tokens() == 0
 
 
 async def test_queue_is_bounded(engine):
