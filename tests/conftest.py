@@ -92,18 +92,25 @@ def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, ti
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([python, "-m", "codeloop.cli", "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, data_dir, log_path)
+    wait_healthy("server", proc, server.url + "/healthz", server.log, timeout, lambda: server.stop(signal.SIGKILL))
+    return server
+
+
+def wait_healthy(what: str, proc: subprocess.Popen, health_url: str, log, timeout: float, kill) -> None:
+    """Until `health_url` answers 200; a clear error with the log's end if the process dies or
+    never gets there (then `kill()` it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-3000:]}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log()[-4000:]}")
         try:
-            if httpx.get(server.url + "/healthz", timeout=2).status_code == 200:
-                return server
+            if httpx.get(health_url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"server not healthy after {timeout}s:\n{server.log()[-3000:]}")
+    kill()
+    raise RuntimeError(f"{what} not healthy after {timeout}s:\n{log()[-4000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import REPO, free_port, start_server
+from tests.conftest import REPO, free_port, start_server, wait_healthy
 
 VLLM_PYTHON = Path(os.environ.get("CODELOOP_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 VLLM_ENV = {
@@ -66,18 +64,8 @@ def start_vllm(model_dir: Path, log_dir: Path, *, port: int | None = None, max_l
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, env={**os.environ, **VLLM_ENV}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     vllm = VllmProcess(f"http://127.0.0.1:{port}", proc, log_path, args)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {proc.returncode}:\n{vllm.log()[-4000:]}")
-        try:
-            if httpx.get(vllm.url + "/health", timeout=2).status_code == 200:
-                return vllm
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    vllm.stop()
-    raise RuntimeError(f"vLLM not healthy after {timeout}s:\n{vllm.log()[-4000:]}")
+    wait_healthy("vLLM", proc, vllm.url + "/health", vllm.log, timeout, vllm.stop)
+    return vllm
 
 
 @pytest.fixture(scope="session")
