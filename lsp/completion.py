@@ -122,6 +122,9 @@ class Completer:
                 await asyncio.wait_for(superseded.wait(), cfg.debounce_ms / 1000)
             except asyncio.TimeoutError:
                 pass
+            except asyncio.CancelledError:
+                self.stats.debounced += 1  # the editor cancelled it while it waited: never sent
+                raise
         if superseded.is_set():
             self.stats.debounced += 1
             return None

@@ -30,6 +30,7 @@ class _Job:
     enqueued: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     cancelled_at: float | None = None
+    waiting: bool = True  # counted in the engine's queue depth
 
 
 class _TokenWatch(StoppingCriteria):
@@ -65,6 +66,11 @@ class TransformersEngine:
         self.torch_threads = torch_threads or os.cpu_count() or 1
         self.cancel_stats = CancelStats()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        # Jobs waiting that someone still awaits: a cancelled job stays in the queue (skipped
+        # when reached) but no longer counts against max_queue, or abandoned work would
+        # refuse live requests with 429.
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._adapters: dict[str, Path] = {}
         self._peft = None  # PeftModel once the first adapter is loaded
@@ -96,11 +102,18 @@ class TransformersEngine:
             self._thread = None
 
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self._waiting
+
+    def _leave_queue(self, job: _Job) -> None:
+        with self._waiting_lock:
+            if job.waiting:
+                job.waiting = False
+                self._waiting -= 1
 
     # -- the worker thread -----------------------------------------------------------------
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
+            self._leave_queue(job)
             if job.future.done():  # cancelled while waiting: never started
                 continue
             try:
@@ -113,14 +126,17 @@ class TransformersEngine:
     async def _submit(self, run: Callable[[_Job], Any], *, bounded: bool) -> Any:
         if self._thread is None:
             raise EngineError("the engine is not started")
-        if bounded and self._queue.qsize() >= self.max_queue:
-            raise EngineBusy(f"{self._queue.qsize()} requests are already waiting for the engine; retry shortly")
+        with self._waiting_lock:
+            if bounded and self._waiting >= self.max_queue:
+                raise EngineBusy(f"{self._waiting} requests are already waiting for the engine; retry shortly")
+            self._waiting += 1
         loop = asyncio.get_running_loop()
         job = _Job(run=run, loop=loop, future=loop.create_future())
         self._queue.put(job)
         try:
             return await job.future
         except asyncio.CancelledError:
+            self._leave_queue(job)
             job.cancelled_at = time.monotonic()
             job.cancel.set()
             raise

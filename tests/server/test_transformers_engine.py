@@ -117,3 +117,20 @@ async def test_queue_is_bounded(engine):
     busy = [r for r in results if isinstance(r, EngineBusy)]
     assert busy and "retry" in str(busy[0])
     assert sum(1 for r in results if not isinstance(r, Exception)) >= 4
+
+
+async def test_cancelled_waiting_jobs_do_not_fill_the_queue(engine):
+    """Jobs whose requester went away stop counting against max_queue at once."""
+    running = asyncio.create_task(engine.complete("def", GenerationParams(max_tokens=500), None))
+    await asyncio.sleep(0.2)
+    waiting = [asyncio.create_task(engine.complete("def", GenerationParams(max_tokens=5), None)) for _ in range(engine.max_queue)]
+    await asyncio.sleep(0.05)
+    assert engine.queue_depth() == engine.max_queue
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert engine.queue_depth() == 0
+    fresh = asyncio.create_task(engine.complete("def", GenerationParams(max_tokens=1), None))  # not refused as busy
+    running.cancel()
+    assert (await fresh).completion_tokens == 1
+    await asyncio.gather(running, return_exceptions=True)
