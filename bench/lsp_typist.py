@@ -602,16 +602,6 @@ def main() -> None:
         print(f"{k}: debounceMs {debounce}, cancelSuperseded {str(cancel_superseded).lower()}, "
               f"{'the editor sends $/cancelRequest for its pending request at each keystroke' if editor_cancels else 'the editor never cancels'}")
     print("wasted = generated - seen; generated = finished + cancelled generations' tokens.")
-    for k, f in figs.items():
-        counted, done = f["tokens counted (codeloop_completion_tokens)"], f["tokens, finished generations (/v1/logs)"]
-        if not f["  cancelled while generating"]:
-            continue
-        if counted > done:
-            print(f"{k}: the server counted {show(counted - done)} tokens of generations cancelled while running (min = max)")
-        else:
-            print(f"{k}: codeloop_completion_tokens counts no token of the {show(f['  cancelled while generating'])} generations "
-                  f"cancelled while running ({show(counted)} = the finished ones' sum): bounded by max(1 each, tokens "
-                  f"after the cancel) and maxTokens each")
     print(f"whole run {time.monotonic() - started:.0f} s")
 
 

@@ -120,10 +120,10 @@ async def test_a_superseded_or_cancelled_request_stops_the_engine(server, lsp_da
         # 1. superseded by a newer request for the same document (the editor typed on)
         slow = asyncio.ensure_future(inline(client, URI, 0, len(text), automatic=True))
         await asyncio.sleep(1.0)  # it is generating now
-        insert(client, URI, 2, 0, len(text), "2")
+        insert(client, URI, 2, 0, 0, "# ")  # an edit before its cursor: the request cannot be reused
         newer = asyncio.ensure_future(client.protocol.send_request_async("textDocument/inlineCompletion", types.InlineCompletionParams(
             context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
-            text_document=types.TextDocumentIdentifier(URI), position=types.Position(0, len(text) + 1)), msg_id="to-cancel"))
+            text_document=types.TextDocumentIdentifier(URI), position=types.Position(0, len(text) + 2)), msg_id="to-cancel"))
         assert not (await slow).items
         # 2. the newer one cancelled by the editor with $/cancelRequest
         await asyncio.sleep(1.0)
@@ -212,3 +212,4 @@ async def test_partial_accept_and_dismiss_are_reported(server, lsp_data):
         assert shown, "no suggestion"
         assert await client.workspace_execute_command_async(types.ExecuteCommandParams("codeloop.dismiss", shown[0].command.arguments))
         wait_for_outcome(server.url, shown[0].command.arguments[0], lambda r: r["outcome"] == "dismissed")
+
