@@ -9,7 +9,7 @@ from server.adapters import AdapterRegistry
 from server.engines import Engine, GenerationParams
 from server.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
-from server.postprocess import postprocess
+from server.postprocess import postprocess, wants_multiline
 from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
 
 
@@ -56,11 +56,14 @@ class CompletionService:
         adapter = self.registry.resolve(arm or requested)
         template = self.template_for(adapter)
         prompt = build_prompt(template, prefix, suffix, self.engine.tokenizer, self.settings.max_prompt_tokens, self.settings.suffix_share)
+        stops = [*template.stop, *req.stop_list()]
+        if req.postprocess and not wants_multiline(prompt.prefix, prompt.suffix):
+            stops.append("\n")  # a single-line suggestion: tokens past the line end would be cut for nobody
         params = GenerationParams(
             max_tokens=max_tokens,
             temperature=req.temperature,
             top_p=req.top_p,
-            stop=tuple(dict.fromkeys([*template.stop, *req.stop_list()])),
+            stop=tuple(dict.fromkeys(stops)),
             seed=req.seed,
         )
         try:

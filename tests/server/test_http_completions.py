@@ -61,6 +61,15 @@ def test_stop_strings_from_the_request(server):
     assert stopped["choices"][0]["finish_reason"] == "stop"
 
 
+def test_a_single_line_context_stops_generating_at_the_line_end(server):
+    """Mid-line (code after the cursor) only one line is shown, so the engine stops there."""
+    body = {"segments": {"prefix": "total = price * ", "suffix": "  # with tax\nprint(total)\n", "language": "python"}, "max_tokens": 60}
+    single = httpx.post(server.url + "/v1/completions", json=body, timeout=120).json()
+    raw = httpx.post(server.url + "/v1/completions", json={**body, "postprocess": False}, timeout=120).json()
+    assert "\n" not in single["choices"][0]["text"]
+    assert single["usage"]["completion_tokens"] < raw["usage"]["completion_tokens"]  # the raw one ran on past the line end
+
+
 def test_huge_prefix_is_trimmed_to_the_token_budget(server):
     filler = "".join(f"value_{i} = {i} * 2\n" for i in range(20000))  # ~380 kB, far over the budget
     r = complete(server, {"segments": {"prefix": filler + "def fibonacci(n):\n", "suffix": "x = 1\n" * 5000}, "max_tokens": 8})
