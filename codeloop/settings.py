@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -99,7 +99,10 @@ class Settings(BaseSettings):
 
     @field_validator("vllm_urls")
     @classmethod
-    def _urls(cls, value: list[str]) -> list[str]:
+    def _urls(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("engine") == "vllm-remote" and not value:
+            raise ValueError("engine 'vllm-remote' needs the base URLs of your `vllm serve` servers, "
+                             'e.g. CODELOOP_VLLM_URLS=\'["http://gpu1:8000"]\'')
         for url in value:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http(s) URL of a vLLM server")

@@ -121,3 +121,13 @@ def test_serve_refuses_a_telemetry_file_that_is_not_codeloops(clean_env):
         assert result.returncode == 2, result.stderr
         assert needle in result.stderr and str(db) in result.stderr
         assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # untouched
+
+
+def test_vllm_remote_without_urls_is_refused_by_name(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "CODELOOP_ENGINE": "vllm-remote", "CODELOOP_CONFIG": str(tmp_path / "none.toml")}
+    env.pop("CODELOOP_VLLM_URLS", None)
+    proc = subprocess.run([sys.executable, "-m", "codeloop.cli", "settings"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "vllm_urls" in proc.stderr and "vllm serve" in proc.stderr
