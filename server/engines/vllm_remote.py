@@ -166,9 +166,10 @@ class VllmRemoteEngine:
             self._wanted[name] = Path(path)
 
     async def unload_adapter(self, name: str) -> None:
+        # Wait outside the lock: a request in flight may need it to reload the adapter (404).
+        if not await self.usage.wait_idle(name, self.timeout_s):
+            log.warning("unloading %s with requests still in flight after %.0fs", name, self.timeout_s)
         async with self._lock:
-            if not await self.usage.wait_idle(name, self.timeout_s):
-                log.warning("unloading %s with requests still in flight after %.0fs", name, self.timeout_s)
             self._wanted.pop(name, None)
             await asyncio.gather(*(self._unload_on(r, name) for r in self.replicas))
 
