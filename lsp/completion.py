@@ -164,8 +164,9 @@ class Completer:
             done, _ = await asyncio.wait({call, stop}, timeout=self.config.timeout_ms / 1000, return_when=asyncio.FIRST_COMPLETED)
             if call in done:
                 return call.result()
-            self.stats.cancelled += 1 if stop in done else 0
-            if stop not in done:
+            if stop in done:
+                self.stats.cancelled += 1
+            else:
                 self.stats.failures += 1
                 log.warning("no completion within %d ms; answering empty", self.config.timeout_ms)
             return None

@@ -157,14 +157,12 @@ def fix_cursor_line_indent(text: str, prefix: str) -> str:
     current = _current_line(prefix)
     if not current or current.strip():
         return text
-    first, _, rest = text.partition("\n")
+    first = text.partition("\n")[0]
     extra = first[: len(first) - len(first.lstrip(" \t"))]
     if not extra or not first.strip():
         return text
-    lines = [first[len(extra):]]
-    for line in rest.split("\n") if rest else []:
-        lines.append(line[len(extra):] if line.startswith(extra) else line)
-    return "\n".join(lines) if rest or "\n" in text else lines[0]
+    lines = [line[len(extra):] if line.startswith(extra) else line for line in text.split("\n")]
+    return "\n".join(lines)
 
 
 def cut_repetition(text: str, prefix: str) -> str:

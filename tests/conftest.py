@@ -30,6 +30,7 @@ def smol_tokenizer(model_dir):
 
 
 # --- the real server, as a separate process ------------------------------------------------
+import asyncio  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -113,6 +114,16 @@ def wait_healthy(what: str, proc: subprocess.Popen, health_url: str, log, timeou
     raise RuntimeError(f"{what} not healthy after {timeout}s:\n{log()[-4000:]}")
 
 
+def metric(url: str, name: str, **labels) -> float:
+    """A Prometheus metric from url/metrics, summed over the series with these labels."""
+    total = 0.0
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 @pytest.fixture(scope="session")
 def server(model_dir, tmp_path_factory):
     """One real server on the real default model, shared by the whole test session."""
@@ -158,6 +169,21 @@ def install_adapter(source: Path, adapters_dir: Path, folder_name: str) -> Path:
     if not target.exists():
         shutil.copytree(source, target)
     return target
+
+
+async def churn_adapter(client: httpx.AsyncClient, name: str, folder: Path, *, start: float, pause: float) -> list[int]:
+    """While other requests run: register `name`, promote it, promote base back, unload it.
+    The HTTP status of each step."""
+    await asyncio.sleep(start)
+    codes = []
+    for method, path, body in [("post", "/v1/adapters", {"name": name, "path": str(folder)}),
+                               ("post", f"/v1/adapters/{name}/promote", None),
+                               ("post", "/v1/adapters/base/promote", None),
+                               ("delete", f"/v1/adapters/{name}", None)]:
+        r = await (client.post(path, json=body) if method == "post" else client.delete(path))
+        codes.append(r.status_code)
+        await asyncio.sleep(pause)
+    return codes
 
 
 def read_json(path: Path) -> dict:

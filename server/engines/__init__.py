@@ -10,6 +10,10 @@ def make_engine(settings, model_dir) -> Engine:
         from server.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(model_dir, max_queue=settings.max_queue, torch_threads=settings.torch_threads)
+    from server.engines.vllm_common import ZERO_ADAPTER
+
+    # The all-zero adapter that stands for "no adapter" on vLLM (see vllm_common.py).
+    zero_adapter_dir = settings.adapters_dir / f".{ZERO_ADAPTER}"
     if settings.engine == "vllm-remote":
         from server.engines.vllm_remote import VllmRemoteEngine
 
@@ -18,7 +22,7 @@ def make_engine(settings, model_dir) -> Engine:
             timeout_s=settings.vllm_timeout_s, retries=settings.vllm_retries, reconcile_s=settings.vllm_reconcile_s,
             adapter_dir=settings.adapters_dir, adapter_root=settings.vllm_adapter_root,
             zero_base_adapter=settings.vllm_zero_base_adapter != "off",
-            zero_adapter_dir=settings.adapters_dir / ".codeloop-base-zero")
+            zero_adapter_dir=zero_adapter_dir)
     if settings.engine == "vllm":
         from server.engines.vllm_engine import VllmEngine
 
@@ -26,5 +30,5 @@ def make_engine(settings, model_dir) -> Engine:
             model_dir, max_loras=settings.max_loras, max_cpu_loras=settings.max_cpu_loras, max_lora_rank=settings.max_lora_rank,
             dtype=settings.vllm_dtype, max_model_len=settings.vllm_max_model_len,
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization, zero_base_adapter=settings.vllm_zero_base_adapter,
-            zero_adapter_dir=settings.adapters_dir / ".codeloop-base-zero")
+            zero_adapter_dir=zero_adapter_dir)
     raise EngineError(f"unknown engine {settings.engine!r}")

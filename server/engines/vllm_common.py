@@ -38,9 +38,6 @@ class AdapterUsage:
                 self._count[name] -= 1
                 self._changed.notify_all()
 
-    def in_flight(self, name: str | None = None) -> int:
-        return sum(self._count.values()) if name is None else self._count[name]
-
     async def wait_idle(self, name: str, timeout: float) -> bool:
         async with self._changed:
             try:

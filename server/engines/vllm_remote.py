@@ -56,9 +56,8 @@ class VllmRemoteEngine:
         self.zero_adapter_dir = zero_adapter_dir or (adapter_dir or self.model_dir.parent) / f".{ZERO_ADAPTER}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))
-        self.replicas = [Replica(u.rstrip("/"), httpx.AsyncClient(base_url=u.rstrip("/"), headers=headers, timeout=timeout,
-                                                                   limits=httpx.Limits(max_connections=64)))
-                         for u in urls]
+        self.replicas = [Replica(url, httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, limits=httpx.Limits(max_connections=64)))
+                         for url in (u.rstrip("/") for u in urls)]
         self.cancel_stats = CancelStats()
         self.usage = AdapterUsage()
         self._wanted: dict[str, Path] = {}  # adapters that should be loaded everywhere
@@ -102,7 +101,7 @@ class VllmRemoteEngine:
                 except _Retry as exc:
                     problems.append(f"{replica.url}: {exc}")
                     if exc.missing_adapter and model in self._wanted:
-                        await self._ensure(replica, model)
+                        await self._ensure(replica)
                     await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
             raise EngineError("vLLM did not answer: " + "; ".join(problems))
 
@@ -205,8 +204,8 @@ class VllmRemoteEngine:
         except httpx.HTTPError as exc:
             raise EngineError(f"vLLM at {replica.url} unreachable: {type(exc).__name__}: {exc}") from None
 
-    async def _models(self, replica: Replica) -> dict[str, str]:
-        """What the replica has loaded (GET /v1/models: LoRA entries carry their path in `root`)."""
+    async def _models(self, replica: Replica) -> None:
+        """Refresh what the replica has loaded (GET /v1/models: LoRA entries carry their path in `root`)."""
         try:
             resp = await replica.http.get("/v1/models")
         except httpx.HTTPError as exc:
@@ -218,33 +217,31 @@ class VllmRemoteEngine:
         if self.served_model not in ids:
             raise EngineError(f"vLLM at {replica.url} serves {sorted(ids)}, not {self.served_model!r}: start it with --served-model-name {self.served_model}")
         replica.loaded = {m["id"]: m.get("root", "") for m in models if m.get("parent")}  # LoRA entries name their base
-        return replica.loaded
 
-    async def _ensure(self, replica: Replica, name: str) -> None:
-        async with self._lock:
-            try:
-                await self._models(replica)
-                if name in self._wanted:
-                    await self._load_on(replica, name, self._wanted[name])
-            except EngineError as exc:
-                log.warning("could not restore %s on %s: %s", name, replica.url, exc)
-
-    async def reconcile(self) -> list[str]:
-        """Load what each replica is missing (after a vLLM restart); returns what was done."""
+    async def _reconcile_replica(self, replica: Replica) -> list[str]:
+        """Load what `replica` is missing (the caller holds the lock); what was reloaded."""
         done = []
-        async with self._lock:
-            for replica in self.replicas:
-                try:
-                    await self._models(replica)
-                    for name, path in self._wanted.items():
-                        if replica.loaded.get(name) != self._remote_path(path):
-                            await self._load_on(replica, name, path)
-                            done.append(f"{name} reloaded on {replica.url}")
-                except EngineError as exc:
-                    log.warning("reconcile %s: %s", replica.url, exc)
+        try:
+            await self._models(replica)
+            for name, path in self._wanted.items():
+                if replica.loaded.get(name) != self._remote_path(path):
+                    await self._load_on(replica, name, path)
+                    done.append(f"{name} reloaded on {replica.url}")
+        except EngineError as exc:
+            log.warning("reconcile %s: %s", replica.url, exc)
         for line in done:
             log.warning(line)
         return done
+
+    async def _ensure(self, replica: Replica) -> None:
+        """After a 404 for an adapter: the replica restarted, so restore all it forgot."""
+        async with self._lock:
+            await self._reconcile_replica(replica)
+
+    async def reconcile(self) -> list[str]:
+        """Load what each replica is missing (after a vLLM restart); returns what was done."""
+        async with self._lock:
+            return [line for replica in self.replicas for line in await self._reconcile_replica(replica)]
 
     async def _reconcile_forever(self) -> None:
         while True:

@@ -25,14 +25,20 @@ def lsp_env(data_dir: Path) -> dict:
             "CODELOOP_LOG_LEVEL": "info"}
 
 
-@contextlib.asynccontextmanager
-async def lsp_session(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code"):
-    """A `codeloop lsp` process, initialized; shut down cleanly afterwards."""
+async def start_lsp(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code"):
+    """A `codeloop lsp` process with a pytest-lsp client, initialized (FAST options, then `options`)."""
     config = ClientServerConfig(server_command=[sys.executable, "-m", "codeloop.cli", "lsp", "--server", server_url],
                                 server_env=lsp_env(data_dir))
     client = await config.start()
     client.init_result = await client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities(capabilities), initialization_options={**FAST, **(options or {})}))
+    return client
+
+
+@contextlib.asynccontextmanager
+async def lsp_session(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code"):
+    """A `codeloop lsp` process, initialized; shut down cleanly afterwards."""
+    client = await start_lsp(server_url, data_dir, options, capabilities)
     try:
         yield client
     finally:

@@ -2,26 +2,16 @@
 events made during an outage are spooled, and delivered exactly once when it comes back."""
 import asyncio
 import signal
-import sys
 import time
 
 import duckdb
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, client_capabilities
 
 from tests.conftest import start_server
-from tests.lsp.conftest import FAST, insert, lsp_env, open_doc, stats
+from tests.lsp.conftest import inline, insert, open_doc, start_lsp, stats
 
+RETENTION = {"retentionSeconds": [0.5, 1.0]}
 DOCS = ["def add(a, b):\n    return", "def square(x):\n    return", "def is_even(n):\n    return"]
-
-
-async def start_lsp(url, data_dir):
-    config = ClientServerConfig(server_command=[sys.executable, "-m", "codeloop.cli", "lsp", "--server", url], server_env=lsp_env(data_dir))
-    client = await config.start()
-    await client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"),
-        initialization_options={**FAST, "retentionSeconds": [0.5, 1.0]}))
-    return client
 
 
 async def wait_stats(client, check, timeout=60):
@@ -38,16 +28,14 @@ async def test_events_made_during_an_outage_and_a_kill_arrive_exactly_once(model
     server = start_server(model_dir, tmp_path / "server")
     port = int(server.url.rsplit(":", 1)[1])
     lsp_data = tmp_path / "lsp"
-    first = await start_lsp(server.url, lsp_data)
+    first = await start_lsp(server.url, lsp_data, RETENTION)
     try:
         items = []
         for i, code in enumerate(DOCS):
             uri = f"file:///work/outage/m{i}.py"
             open_doc(first, uri, code)
             line, ch = 1, len(code.splitlines()[1])
-            result = await first.text_document_inline_completion_async(types.InlineCompletionParams(
-                context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Invoked),
-                text_document=types.TextDocumentIdentifier(uri), position=types.Position(line, ch)))
+            result = await inline(first, uri, line, ch)
             assert result.items, f"no suggestion for {code!r}"
             items.append((uri, line, ch, result.items[0]))
         await wait_stats(first, lambda s: s.events_sent == len(DOCS) and s.events_unsent == 0)  # the shown events
@@ -67,7 +55,7 @@ async def test_events_made_during_an_outage_and_a_kill_arrive_exactly_once(model
         mark.unlink()
 
     server = start_server(model_dir, tmp_path / "server", port=port)
-    second = await start_lsp(server.url, lsp_data)
+    second = await start_lsp(server.url, lsp_data, RETENTION)
     try:
         done = await wait_stats(second, lambda s: s.events_unsent == 0 and s.events_sent >= made_while_down + len(DOCS))
         assert done.events_refused == 0

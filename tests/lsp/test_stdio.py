@@ -7,6 +7,7 @@ import httpx
 import pytest
 from lsprotocol import types
 
+from tests.conftest import metric
 from tests.lsp.conftest import inline, insert, lsp_session, open_doc, stats, wait_for_outcome
 
 URI = "file:///work/project/maths.py"
@@ -18,16 +19,6 @@ async def first_item(client, uri=URI, pos=CURSOR, **kw):
     result = await inline(client, uri, *pos, **kw)
     assert result.items, "the real model gave no suggestion"
     return result.items[0]
-
-
-def metric(url: str, name: str, **labels) -> float:
-    text = httpx.get(url + "/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def test_inline_completion_accept_and_retention_reach_duckdb(server, lsp_data):

@@ -9,7 +9,7 @@ import signal
 import httpx
 import pytest
 
-from tests.conftest import install_adapter, start_server
+from tests.conftest import churn_adapter, install_adapter, start_server
 
 PROMPT = {"prefix": "def fibonacci(n):\n", "suffix": "", "language": "python"}
 RAW = {"segments": PROMPT, "max_tokens": 20, "postprocess": False}
@@ -111,20 +111,8 @@ async def test_hot_load_promote_and_unload_with_requests_in_flight(server, loade
             r = await client.post("/v1/completions", json=body)
             return adapter, r
 
-        async def churn():
-            await asyncio.sleep(0.5)
-            steps = [("post", "/v1/adapters", {"name": "http-c@1", "path": str(folder)}),
-                     ("post", "/v1/adapters/http-c@1/promote", None),
-                     ("post", "/v1/adapters/base/promote", None),
-                     ("delete", "/v1/adapters/http-c@1", None)]
-            codes = []
-            for method, path, body in steps:
-                r = await (client.post(path, json=body) if method == "post" else client.delete(path))
-                codes.append(r.status_code)
-                await asyncio.sleep(0.3)
-            return codes
-
-        results, codes = await asyncio.gather(asyncio.gather(*(ask(a) for a in plan)), churn())
+        churn = churn_adapter(client, "http-c@1", folder, start=0.5, pause=0.3)
+        results, codes = await asyncio.gather(asyncio.gather(*(ask(a) for a in plan)), churn)
     assert codes == [201, 200, 200, 200]
     for adapter, r in results:
         assert r.status_code == 200, r.text

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import install_adapter
+from tests.conftest import churn_adapter, install_adapter, metric
 
 RAW = {"segments": {"prefix": "def fibonacci(n):\n", "suffix": "", "language": "python"}, "max_tokens": 12, "postprocess": False}
 ADAPTERS = {"va@1": 21, "vb@1": 22}
@@ -84,19 +84,8 @@ async def test_hot_swap_under_load_never_fails_or_mixes_up(vllm_server, loaded, 
         async def ask(adapter):
             return adapter, await client.post("/v1/completions", json={**RAW, "adapter": adapter or "base"})
 
-        async def churn():
-            await asyncio.sleep(0.3)
-            codes = []
-            for method, path, body in [("post", "/v1/adapters", {"name": name, "path": str(folder)}),
-                                       ("post", f"/v1/adapters/{name}/promote", None),
-                                       ("post", "/v1/adapters/base/promote", None),
-                                       ("delete", f"/v1/adapters/{name}", None)]:
-                r = await (client.post(path, json=body) if method == "post" else client.delete(path))
-                codes.append(r.status_code)
-                await asyncio.sleep(0.2)
-            return codes
-
-        results, codes = await asyncio.gather(asyncio.gather(*(ask(a) for a in plan)), churn())
+        churn = churn_adapter(client, name, folder, start=0.3, pause=0.2)
+        results, codes = await asyncio.gather(asyncio.gather(*(ask(a) for a in plan)), churn)
     assert codes == [201, 200, 200, 200]
     for adapter, r in results:
         assert r.status_code == 200, r.text
@@ -119,19 +108,10 @@ def test_live_and_experiment_adapters_cannot_be_unloaded(vllm_server, loaded):
     assert complete(vllm_server, "vb@1")["choices"][0]["text"] == loaded["vb@1"]  # still served
 
 
-def vllm_metric(url: str, name: str) -> float:
-    total = 0.0
-    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 async def test_a_client_that_goes_away_stops_the_generation(vllm_server, loaded):
     body = {"segments": {"prefix": "primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, ", "suffix": ""}, "max_tokens": 400,
             "postprocess": False, "adapter": "va@1"}
-    before = httpx.get(vllm_server.url + "/metrics").text
-    cancelled_before = sum(float(l.rsplit(" ", 1)[1]) for l in before.splitlines() if l.startswith("codeloop_completions_total{") and 'finish_reason="cancelled"' in l)
+    cancelled_before = metric(vllm_server.url, "codeloop_completions_total", finish_reason="cancelled")
     async with httpx.AsyncClient(base_url=vllm_server.url, timeout=300) as client:
         task = asyncio.create_task(client.post("/v1/completions", json=body))
         await asyncio.sleep(2.0)
@@ -141,26 +121,24 @@ async def test_a_client_that_goes_away_stops_the_generation(vllm_server, loaded)
     # The next request is not stuck behind 400 tokens for nobody.
     assert complete(vllm_server, "vb@1")["choices"][0]["text"] == loaded["vb@1"]
     assert time.monotonic() - started < 30
-    after = httpx.get(vllm_server.url + "/metrics").text
-    cancelled_after = sum(float(l.rsplit(" ", 1)[1]) for l in after.splitlines() if l.startswith("codeloop_completions_total{") and 'finish_reason="cancelled"' in l)
-    assert cancelled_after == cancelled_before + 1
+    assert metric(vllm_server.url, "codeloop_completions_total", finish_reason="cancelled") == cancelled_before + 1
 
 
 async def test_remote_generation_is_aborted_in_vllm(remote_server, vllm, loaded_remote):
     """Streaming means a cancelled request is aborted inside vLLM: its token counter stops."""
     body = {"segments": {"prefix": "primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, ", "suffix": ""}, "max_tokens": 400, "postprocess": False}
-    tokens_before = vllm_metric(vllm.url, "vllm:generation_tokens_total")
+    tokens_before = metric(vllm.url, "vllm:generation_tokens_total")
     async with httpx.AsyncClient(base_url=remote_server.url, timeout=300) as client:
         task = asyncio.create_task(client.post("/v1/completions", json=body))
         await asyncio.sleep(2.0)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     await asyncio.sleep(3.0)
-    settled = vllm_metric(vllm.url, "vllm:generation_tokens_total")
+    settled = metric(vllm.url, "vllm:generation_tokens_total")
     await asyncio.sleep(3.0)
-    assert vllm_metric(vllm.url, "vllm:generation_tokens_total") == settled  # nothing more generated
+    assert metric(vllm.url, "vllm:generation_tokens_total") == settled  # nothing more generated
     assert settled - tokens_before < 300
-    assert vllm_metric(vllm.url, "vllm:num_requests_running") == 0
+    assert metric(vllm.url, "vllm:num_requests_running") == 0
 
 
 @pytest.fixture
