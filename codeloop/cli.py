@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from codeloop import telemetry_cli
+from codeloop import telemetry_cli, trainer_cli
 from codeloop.settings import Settings, SettingsError, config_path, load_settings
 
 
@@ -173,6 +173,7 @@ def show_settings(as_json) -> None:
 
 
 telemetry_cli.register(cli, _settings)
+trainer_cli.register(cli, _settings, _model_dir)
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from trainer.config import TrainerSettings
+
 ENV_PREFIX = "CODELOOP_"
 
 
@@ -31,7 +33,8 @@ def config_path() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    # Nested tables: [trainer.train] in TOML, CODELOOP_TRAINER__TRAIN__LR in the environment.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, env_nested_delimiter="__")
 
     # Where codeloop keeps its state: converted models, adapters, telemetry.
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -89,6 +92,10 @@ class Settings(BaseSettings):
     # Adapters: may only be loaded from inside this folder (default: data_dir/adapters).
     adapter_dir: Path | None = None
     adapter_max_mb: int = Field(512, ge=1)
+
+    # The trainer (`codeloop train`, `codeloop refresh`): mining, data, training, evaluation,
+    # publishing; see trainer/config.py for every field and its default.
+    trainer: TrainerSettings = TrainerSettings()
 
     @field_validator("model")
     @classmethod
@@ -165,7 +172,7 @@ def load_settings(**overrides: Any) -> Settings:
 def _source_of(name: str, overrides: dict[str, Any]) -> str:
     if name in overrides:
         return "from the command line"
-    env = ENV_PREFIX + name.upper()
+    env = ENV_PREFIX + name.upper().replace(".", "__")
     if env in os.environ:
         return f"from {env}"
     if config_path().exists():

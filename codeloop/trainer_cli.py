@@ -1,0 +1,144 @@
+"""`codeloop train` and `codeloop refresh`: wiring Settings to trainer/ (the work is there)."""
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from codeloop.settings import Settings
+
+
+def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callable[[Settings], Path]) -> None:
+    @cli.command()
+    @click.option("--repo", "repos", multiple=True, type=click.Path(file_okay=False), help="a git repository to learn from (repeatable)")
+    @click.option("--publish", "action", type=click.Choice(["promote", "experiment", "none"]), help="after training (default: trainer.publish.action)")
+    @click.option("--no-telemetry", is_flag=True, help="train on git history only")
+    @click.option("--max-steps", type=int, help="training step budget (default: trainer.train.max_steps)")
+    @click.option("--max-minutes", type=float, help="training time budget in minutes (0 = none)")
+    @click.option("--resume", "resume", help="a run id (folder under data_dir/runs) to continue")
+    @click.option("--server", help="the codeloop server to publish to (default: trainer.server_url, else host:port)")
+    @click.option("--quiet", is_flag=True, help="no progress bars")
+    def train(repos, action, no_telemetry, max_steps, max_minutes, resume, server, quiet) -> None:
+        """Learn an adapter from git history (and accepted suggestions), evaluate it, publish it."""
+        settings = load()
+        cfg = settings.trainer.model_copy(deep=True)
+        if no_telemetry:
+            cfg.data.telemetry = False
+        if max_steps is not None:
+            cfg.train.max_steps = max_steps
+        if max_minutes is not None:
+            cfg.train.max_minutes = max_minutes
+        if not repos and not resume:
+            _fail("give at least one --repo PATH (a git repository), or --resume RUN_ID")
+        run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S")
+        if resume and not (settings.data_dir / "runs" / resume).is_dir():
+            _fail(f"no run {resume!r} under {settings.data_dir / 'runs'}")
+        _run(settings, cfg, model_dir(settings), [Path(r) for r in repos], run_id, server, action, quiet)
+
+    @cli.command()
+    @click.option("--repo", "repos", multiple=True, type=click.Path(file_okay=False), help="repositories (default: trainer.refresh.repos)")
+    @click.option("--force", is_flag=True, help="run even if too little new data arrived")
+    @click.option("--every", help="keep running: refresh on this schedule (e.g. 24h, 30m)")
+    @click.option("--server", help="the codeloop server (default: trainer.server_url, else host:port)")
+    @click.option("--quiet", is_flag=True, help="no progress bars")
+    def refresh(repos, force, every, server, quiet) -> None:
+        """Retrain when enough new commits or accepted suggestions arrived (safe from cron)."""
+        from trainer.refresh import parse_every
+
+        settings = load()
+        repos = [Path(r) for r in (repos or settings.trainer.refresh.repos)]
+        if not repos:
+            _fail("no repositories: give --repo PATH or set trainer.refresh.repos in codeloop.toml")
+        try:
+            period = parse_every(every) if every else None
+        except ValueError as exc:
+            _fail(str(exc))
+        while True:
+            started = time.time()
+            _refresh_once(settings, model_dir, repos, force, server, quiet)
+            if period is None:
+                return
+            from trainer.refresh import sleep_until
+
+            click.echo(f"next refresh at {datetime.fromtimestamp(started + period):%Y-%m-%d %H:%M:%S}")
+            sleep_until(started + period)
+            force = False
+
+
+def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool, server: str | None, quiet: bool) -> None:
+    from trainer import refresh as rf
+    from trainer.server_api import ServerApi, ServerError
+
+    state_dir = settings.data_dir / "trainer"
+    try:
+        with rf.refresh_lock(state_dir):
+            state = rf.load_state(state_dir)
+            try:
+                commits = sum(rf.new_commits(r, state["repos"].get(str(r.resolve()))) for r in repos)
+                heads = {str(r.resolve()): rf.head(r) for r in repos}
+            except RuntimeError as exc:
+                _fail(f"{exc} (is it a git repository?)")
+            api = ServerApi(_url(settings, server))
+            accepted, newest = 0, state.get("telemetry_until")
+            if api.reachable():
+                export = state_dir / "refresh-export.parquet"
+                try:
+                    api.export(export, since=rf.utc_from_iso(state.get("telemetry_until")))
+                    accepted, seen = rf.count_accepted(export)
+                    newest = seen or newest
+                except ServerError as exc:
+                    click.echo(f"codeloop: telemetry not counted: {exc}", err=True)
+            need = settings.trainer.refresh
+            if not force and not rf.NewData(commits, accepted).enough(need):
+                click.echo(f"nothing to do: {commits} new commits (need {need.min_new_commits}) and {accepted} new "
+                           f"accepted suggestions (need {need.min_new_accepted}); --force runs anyway")
+                return
+            click.echo(f"refreshing: {commits} new commits, {accepted} new accepted suggestions")
+            run_id = "refresh-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+            _run(settings, settings.trainer, model_dir(settings), repos, run_id, server, None, quiet)
+            rf.save_state(state_dir, {"repos": heads, "telemetry_until": newest, "last_run": run_id, "finished_at": rf.now_iso()})
+    except rf.RefreshBusy as exc:
+        click.echo(f"codeloop: {exc}")
+
+
+def _run(settings: Settings, cfg, model_dir: Path, repos: list[Path], run_id: str, server: str | None,
+         action: str | None, quiet: bool) -> None:
+    from trainer.dataset import TooLittleData
+    from trainer.mining import MiningError
+    from trainer.pipeline import RunPaths, run_training
+    from trainer.server_api import ServerApi, ServerError
+
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    paths = RunPaths(model_dir=model_dir, run_dir=settings.data_dir / "runs" / run_id, adapters_dir=settings.adapters_dir,
+                     telemetry_db=settings.telemetry_db if settings.telemetry else None,
+                     serving_fim_template=settings.fim_template)
+    api = ServerApi(_url(settings, server))
+    click.echo(f"run {run_id}: {paths.run_dir}")
+    try:
+        report = run_training(cfg, paths, repos, api, publish_action=action, progress=not quiet, echo=click.echo)
+    except (MiningError, TooLittleData, ValueError) as exc:
+        _fail(str(exc))
+    except ServerError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        api.close()
+    click.echo(f"run {run_id} done: adapter {report.adapter}, {report.publish['action']}")
+
+
+def _url(settings: Settings, override: str | None) -> str:
+    from codeloop.telemetry_cli import server_url
+
+    return server_url(settings, override or settings.trainer.server_url or None)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"codeloop: {message}", err=True)
+    sys.exit(2)

@@ -1,0 +1,91 @@
+"""Training mechanics on a tiny random Llama: the loss falls, the adapter is LoRA-only and
+loads, a run interrupted by its time budget resumes to exactly the uninterrupted result,
+and the 4-bit NF4 path (the GPU's) runs on CPU through the same code."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainer.config import DataConfig, TrainConfig
+from trainer.examples import Example
+from trainer.prompts import training_template
+from trainer.train import train_adapter
+
+
+def _examples(n: int = 16) -> list[Example]:
+    return [Example(prefix=f"def f{i}(x):\n    ", suffix="\n", middle=f"return x * {i}\n", kind="fim",
+                    source="t", path="a.py", commit=f"c{i}", time=float(i)) for i in range(n)]
+
+
+def _setup(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    return tok, training_template("auto", "llama", tok.get_vocab())
+
+
+def _lora(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_loss_falls_and_adapter_is_lora_only(tiny_model, tmp_path):
+    tok, template = _setup(tiny_model)
+    config = TrainConfig(max_steps=12, lr=5e-3, batch_size=4, warmup_steps=1, rank=4, alpha=8)
+    result = train_adapter(tiny_model, tok, template, _examples(), config, DataConfig(max_seq_tokens=64), tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, 13))
+    # A random 2-layer model starts at ln(vocab) = 10.8; LoRA on attention moves it slowly.
+    assert log[-1]["loss"] < log[0]["loss"] - 0.2, f"loss did not fall: {log[0]['loss']} -> {log[-1]['loss']}"
+    assert result.steps == 12 and result.tokens > 0 and result.quantization == "none"
+    adapter = Path(result.adapter_dir)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and not cfg.get("modules_to_save") and cfg["r"] == 4
+    assert sorted(cfg["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    weights = _lora(adapter)
+    assert weights and all("lora_A" in k or "lora_B" in k for k in weights), "only LoRA tensors are saved"
+    assert template.name == "smollm-fim"  # the tokenizer's unused specials, no new tokens
+
+
+def test_time_budget_stops_and_resume_matches_uninterrupted(tiny_model, tmp_path):
+    tok, template = _setup(tiny_model)
+    data = DataConfig(max_seq_tokens=64)
+    config = TrainConfig(max_steps=6, lr=5e-3, batch_size=4, warmup_steps=1, rank=4, alpha=8, dropout=0.1)
+    whole = train_adapter(tiny_model, tok, template, _examples(), config, data, tmp_path / "whole", progress=False)
+
+    budget = config.model_copy(update={"max_minutes": 1e-6})  # stops after its first step
+    first = train_adapter(tiny_model, tok, template, _examples(), budget, data, tmp_path / "split", progress=False)
+    assert first.stopped_by == "time_budget" and 0 < first.steps < 6
+    second = train_adapter(tiny_model, tok, template, _examples(), config, data, tmp_path / "split", progress=False)
+    assert second.resumed_from == first.steps and second.steps == 6
+    a, b = _lora(Path(whole.adapter_dir)), _lora(Path(second.adapter_dir))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), f"{key} differs after resuming"
+
+
+def test_changed_settings_do_not_resume(tiny_model, tmp_path):
+    tok, template = _setup(tiny_model)
+    data = DataConfig(max_seq_tokens=64)
+    config = TrainConfig(max_steps=2, batch_size=4, rank=4, alpha=8)
+    train_adapter(tiny_model, tok, template, _examples(), config, data, tmp_path, progress=False)
+    again = train_adapter(tiny_model, tok, template, _examples(), config.model_copy(update={"lr": 1e-3}), data, tmp_path, progress=False)
+    assert again.resumed_from == 0
+
+
+def test_nf4_qlora_path_runs_on_cpu_and_loads_on_full_precision_base(tiny_model, tmp_path):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the test extra; without it the NF4 path is untested")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tok, template = _setup(tiny_model)
+    config = TrainConfig(max_steps=2, batch_size=4, rank=4, alpha=8, quantize="nf4")
+    result = train_adapter(tiny_model, tok, template, _examples(8), config, DataConfig(max_seq_tokens=64), tmp_path, progress=False)
+    assert result.quantization == "nf4" and result.steps == 2
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, result.adapter_dir)
+    out = model(torch.tensor([[1, 2, 3]])).logits
+    assert torch.isfinite(out).all()

@@ -1,0 +1,118 @@
+"""Trainer configuration as data: one pydantic model per stage, all under `[trainer]` in
+codeloop.toml (or CODELOOP_TRAINER__<STAGE>__<FIELD> in the environment).
+
+    [trainer.train]
+    lr = 2e-4
+    max_steps = 200
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Folders whose code is someone else's: never trained on.
+VENDORED_DIRS = (
+    "vendor", "vendors", "third_party", "third-party", "thirdparty", "external", "extern",
+    "node_modules", "site-packages", "bower_components", ".venv", "venv", "dist", "build",
+    "__pycache__", ".git",
+)
+LOCK_FILES = (
+    "package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Pipfile.lock",
+    "Cargo.lock", "Gemfile.lock", "composer.lock", "go.sum", "uv.lock", "pdm.lock",
+    "mix.lock", "flake.lock", "packages.lock.json",
+)
+# File extensions mined as source code, with the language id sent along.
+SOURCE_EXTENSIONS = {
+    ".py": "python", ".js": "javascript", ".jsx": "javascriptreact", ".ts": "typescript",
+    ".tsx": "typescriptreact", ".go": "go", ".rs": "rust", ".java": "java", ".kt": "kotlin",
+    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".cs": "csharp",
+    ".rb": "ruby", ".php": "php", ".swift": "swift", ".scala": "scala", ".sh": "shellscript",
+    ".lua": "lua", ".sql": "sql",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MiningConfig(_Strict):
+    include: list[str] = []  # globs on the repository path; empty = every source file
+    exclude: list[str] = []  # globs that drop a file even when included
+    max_file_bytes: int = Field(200_000, ge=1024)
+    max_line_chars: int = Field(400, ge=40)  # a line longer than this marks a minified file
+    max_commits: int = Field(0, ge=0)  # newest N commits per repository; 0 = all
+    # Author names or emails matching one of these (case-insensitive regexes) are bots.
+    bot_authors: list[str] = [r"\[bot\]", r"^dependabot", r"^renovate", r"github-actions", r"^bot@", r"noreply@.*bot"]
+    prefix_chars: int = Field(3000, ge=0)  # context kept around the middle
+    suffix_chars: int = Field(1000, ge=0)
+    max_middle_lines: int = Field(8, ge=1)  # a longer added hunk is split into pieces
+    min_middle_chars: int = Field(4, ge=1)  # smaller added hunks teach nothing
+    functions: bool = True  # also make signature+docstring -> body examples
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1)  # Jaccard of 5-gram shingles
+
+
+class DataConfig(_Strict):
+    # The newest commits are held out: this share of them, or all after `holdout_since`.
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    holdout_since: str | None = None  # ISO date; overrides holdout_fraction
+    min_train_examples: int = Field(32, ge=1)
+    min_eval_examples: int = Field(4, ge=1)
+    max_seq_tokens: int = Field(512, ge=64)
+    suffix_share: float = Field(0.25, ge=0, le=0.9)
+    telemetry: bool = True  # add accepted suggestions from the server's export
+    # An accepted suggestion weighs 0.5 + 0.5 * its retained share (unknown retention: 0.75).
+    min_retained_weight: float = Field(0.5, ge=0, le=1)
+
+
+class TrainConfig(_Strict):
+    rank: int = Field(16, ge=1, le=256)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int = Field(200, ge=1)
+    epochs: float = Field(3.0, gt=0)  # stop after this many passes even if max_steps is larger
+    max_minutes: float = Field(0.0, ge=0)  # 0 = no time budget
+    gradient_checkpointing: bool = True
+    seed: int = 1234
+    checkpoint_every: int = Field(50, ge=1)
+    # auto: 4-bit NF4 QLoRA where CUDA is present, plain LoRA in fp32 on CPU (measured in
+    # CPU-TRAINING.md: NF4 on CPU is no faster and hurts a small model). nf4 forces it.
+    quantize: Literal["auto", "nf4", "none"] = "auto"
+    # FIM format for a model without FIM tokens: its unused single-token specials.
+    fim_template: str = "auto"
+
+
+class EvalConfig(_Strict):
+    max_examples: int = Field(64, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class PublishConfig(_Strict):
+    name: str = "team"  # adapters are published as NAME@VERSION
+    action: Literal["promote", "experiment", "none"] = "promote"
+    experiment_share: float = Field(0.5, gt=0, lt=1)  # the candidate's share in an A/B test
+    # Promote only when the candidate beats the live adapter's held-out exact match by this.
+    min_gain: float = Field(0.0, ge=0)
+
+
+class RefreshConfig(_Strict):
+    repos: list[str] = []
+    min_new_accepted: int = Field(200, ge=0)
+    min_new_commits: int = Field(50, ge=0)
+
+
+class TrainerSettings(_Strict):
+    server_url: str = ""  # "" = this machine's server (http://host:port from settings)
+    mining: MiningConfig = MiningConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    publish: PublishConfig = PublishConfig()
+    refresh: RefreshConfig = RefreshConfig()

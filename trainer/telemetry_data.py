@@ -1,0 +1,71 @@
+"""Accepted suggestions from telemetry as training examples; rejected ones as negatives.
+
+The rows come from the server's Parquet export (GET /v1/feedback/export, or the DuckDB file
+itself when no server holds it). A row without code text (the server ran with
+store_code = false) yields nothing. Text is scrubbed of secrets like mined code.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from trainer.config import DataConfig
+from trainer.examples import Example
+from trainer.secrets import scrub
+
+
+def examples_from_export(parquet: Path, config: DataConfig) -> tuple[list[Example], Counter]:
+    """(examples, counts by what happened to each row)."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(str(parquet)).to_pylist() if parquet.stat().st_size else []
+    return examples_from_rows(rows, config)
+
+
+def examples_from_rows(rows: Iterable[dict[str, Any]], config: DataConfig) -> tuple[list[Example], Counter]:
+    examples, counts = [], Counter()
+    for row in rows:
+        accepted = bool(row.get("accepted")) or bool(row.get("partial"))
+        kind = "accepted" if accepted else "rejected" if row.get("rejected") else None
+        if kind is None:
+            counts["no_outcome"] += 1  # shown and ignored, or never shown: teaches nothing
+            continue
+        if row.get("prefix") is None or row.get("text") is None:
+            counts["no_code_stored"] += 1
+            continue
+        text = row["text"]
+        if kind == "accepted" and not row.get("accepted") and row.get("partial_chars"):
+            text = text[: int(row["partial_chars"])]  # only the part the user took
+        if not text.strip():
+            counts["empty"] += 1
+            continue
+        prefix, a = scrub(row["prefix"])
+        suffix, b = scrub(row.get("suffix") or "")
+        middle, c = scrub(text)
+        counts["secrets_scrubbed"] += sum((a + b + c).values())
+        counts[kind] += 1
+        examples.append(Example(
+            prefix=prefix, suffix=suffix, middle=middle, kind=kind, source="telemetry",
+            path=row.get("filepath") or "", commit=row["id"], time=_unix(row.get("created_at")),
+            language=row.get("language") or "", weight=retention_weight(row, config) if kind == "accepted" else 1.0,
+        ))
+    return examples, counts
+
+
+def retention_weight(row: dict[str, Any], config: DataConfig) -> float:
+    """min_retained_weight for text that was all rewritten, 1.0 for text kept whole; the
+    latest retention report counts; unknown retention sits halfway."""
+    retained = next((row.get(k) for k in ("retained_600s", "retained_120s", "retained_30s") if row.get(k) is not None), None)
+    floor = config.min_retained_weight
+    share = 0.5 if retained is None else min(max(float(retained), 0.0), 1.0)
+    return round(floor + (1.0 - floor) * share, 4)
+
+
+def _unix(value: Any) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    return float(value or 0.0)

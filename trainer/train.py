@@ -1,0 +1,231 @@
+"""LoRA training: one loop for CPU (fp32 LoRA) and CUDA (4-bit NF4 QLoRA), readable in one screen.
+
+The adapter is LoRA-only (no new tokens, no modules_to_save), so both the embedded engine
+and vLLM load it. Loss is on the completion only (trainer/batches.py). A checkpoint every
+`checkpoint_every` steps makes a run resumable; a step and a time budget bound it.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import random
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from trainer.batches import Encoded, collate, completion_losses, encode, length_grouped_batches
+from trainer.config import DataConfig, TrainConfig
+from trainer.examples import Example
+from trainer.prompts import render
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: str
+    steps: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    final_loss: float
+    stopped_by: str  # "steps", "time_budget"
+    quantization: str  # "nf4" or "none"
+    device: str
+    peak_rss_mb: float
+    resumed_from: int
+
+
+def use_nf4(config: TrainConfig) -> bool:
+    """auto: NF4 only where CUDA is present (on CPU it is no faster and hurts a small model)."""
+    if config.quantize == "auto":
+        return torch.cuda.is_available() and _has_bitsandbytes()
+    if config.quantize == "nf4" and not _has_bitsandbytes():
+        raise RuntimeError("trainer.train.quantize = 'nf4' needs bitsandbytes: pip install 'codeloop[gpu]'")
+    return config.quantize == "nf4"
+
+
+def load_model(model_dir: Path, config: TrainConfig) -> Any:
+    """The base model (4-bit NF4 or full precision) with fresh LoRA weights on it."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    cuda = torch.cuda.is_available()
+    compute = torch.bfloat16 if cuda else torch.float32  # never bf16 on these CPUs: 18-27x slower
+    kwargs: dict[str, Any] = {"dtype": compute}
+    if use_nf4(config):
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), device_map="cuda" if cuda else None, **kwargs)
+    model.config.use_cache = False
+    if "quantization_config" in kwargs:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    if config.gradient_checkpointing:
+        # Non-reentrant: no need to make the frozen inputs require grad for LoRA to learn.
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def encode_examples(examples: Sequence[Example], tokenizer: Any, template: Any, data: DataConfig) -> list[Encoded]:
+    """Each example as template(prefix, suffix) -> middle, trimmed to max_seq_tokens."""
+    encoded = []
+    for e in examples:
+        middle_tokens = len(tokenizer(e.middle, add_special_tokens=False)["input_ids"])
+        budget = data.max_seq_tokens - min(middle_tokens, data.max_seq_tokens // 2) - 1
+        prompt = render(template, tokenizer, e.prefix, e.suffix, budget, data.suffix_share)
+        encoded.append(encode(tokenizer, prompt, e.middle, data.max_seq_tokens, e.weight))
+    return encoded
+
+
+def train_adapter(model_dir: Path, tokenizer: Any, template: Any, examples: Sequence[Example], config: TrainConfig,
+                  data: DataConfig, out_dir: Path, *, progress: bool = True) -> TrainResult:
+    """Train, checkpointing into out_dir/checkpoint (resumed if present); adapter in out_dir/adapter."""
+    from tqdm import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _seed(config.seed)
+    items = encode_examples(examples, tokenizer, template, data)
+    model = load_model(model_dir, config)
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(params, config, device)
+    per_epoch = math.ceil(len(items) / config.batch_size)
+    total = max(1, min(config.max_steps, math.ceil(config.epochs * per_epoch / config.grad_accum)))
+    warmup = min(config.warmup_steps, total // 2)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    checkpoint = out_dir / "checkpoint"
+    step = _resume(checkpoint, model, optimizer, schedule, config)
+    resumed_from = step
+    stream = _micro_batches(items, config, skip=step * config.grad_accum)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    log = open(out_dir / "train_log.jsonl", "a")
+    started, tokens, loss_value, stopped_by = time.monotonic(), 0, float("nan"), "steps"
+    bar = tqdm(total=total, initial=step, desc="training", unit="step", file=sys.stderr, disable=not progress)
+    model.train()
+    while step < total:
+        loss_sum = 0.0
+        for _ in range(config.grad_accum):
+            batch = collate(next(stream), pad).to(device)
+            losses = completion_losses(model, batch)
+            loss = (losses * batch.weights).sum() / batch.weights.sum().clamp(min=1e-6)
+            (loss / config.grad_accum).backward()
+            loss_sum, tokens = loss_sum + loss.item() / config.grad_accum, tokens + batch.tokens
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step, loss_value = step + 1, loss_sum
+        rate = tokens / max(time.monotonic() - started, 1e-9)
+        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:.0f}")
+        bar.update(1)
+        log.write(json.dumps({"step": step, "loss": round(loss_value, 5), "lr": schedule.get_last_lr()[0],
+                              "tokens_per_s": round(rate, 1), "elapsed_s": round(time.monotonic() - started, 2)}) + "\n")
+        log.flush()
+        if step % config.checkpoint_every == 0 and step < total:
+            _save_checkpoint(checkpoint, model, optimizer, schedule, step, config)
+        if config.max_minutes and time.monotonic() - started > config.max_minutes * 60 and step < total:
+            stopped_by = "time_budget"
+            break
+    bar.close()
+    log.close()
+    _save_checkpoint(checkpoint, model, optimizer, schedule, step, config)
+    adapter_dir = out_dir / "adapter"
+    model.save_pretrained(str(adapter_dir))
+    seconds = time.monotonic() - started
+    return TrainResult(str(adapter_dir), step, tokens, round(seconds, 2), round(tokens / max(seconds, 1e-9), 1),
+                       round(loss_value, 5), stopped_by, "nf4" if use_nf4(config) else "none", str(device),
+                       round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), resumed_from)
+
+
+def _micro_batches(items: list[Encoded], config: TrainConfig, skip: int) -> Iterator[list[Encoded]]:
+    """Batches over epochs forever (each epoch its own seeded order); the first `skip` dropped
+    so that a resumed run sees exactly the batches an uninterrupted one would have."""
+    epoch, seen = 0, 0
+    while True:
+        for batch in length_grouped_batches(items, config.batch_size, config.seed + epoch):
+            seen += 1
+            if seen > skip:
+                yield batch
+        epoch += 1
+
+
+def _optimizer(params: list, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    if device.type == "cuda" and use_nf4(config):
+        import bitsandbytes as bnb  # paged 8-bit AdamW: what makes 7B+ models fit
+
+        return bnb.optim.PagedAdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _save_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any, step: int, config: TrainConfig) -> None:
+    """Written beside, then renamed: a crash mid-save leaves the previous checkpoint whole."""
+    from peft import get_peft_model_state_dict
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "config": _resumable(config), "lora": get_peft_model_state_dict(model),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}, tmp / "state.pt")
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+
+
+def _resume(folder: Path, model: Any, optimizer: Any, schedule: Any, config: TrainConfig) -> int:
+    """The step to continue from: 0 without a checkpoint made with the same configuration."""
+    state_file = folder / "state.pt"
+    if not state_file.is_file():
+        return 0
+    from peft import set_peft_model_state_dict
+
+    state = torch.load(state_file, weights_only=False)  # our own file, written above
+    if state["config"] != _resumable(config):
+        print("trainer: checkpoint was made with other settings; starting over", file=sys.stderr)
+        return 0
+    set_peft_model_state_dict(model, state["lora"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    print(f"trainer: resuming from step {state['step']}", file=sys.stderr)
+    return int(state["step"])
+
+
+def _resumable(config: TrainConfig) -> dict:
+    """The settings a checkpoint must share to be resumed (budgets may change between tries)."""
+    return config.model_dump(exclude={"max_minutes", "checkpoint_every"})
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _has_bitsandbytes() -> bool:
+    try:
+        importlib.import_module("bitsandbytes")  # importing it is the check
+    except Exception:  # not installed, or no usable backend
+        return False
+    return True
+
+
+def result_dict(result: TrainResult) -> dict:
+    return asdict(result)
