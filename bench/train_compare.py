@@ -6,7 +6,8 @@ held-out exact match of the base model and of codeloop's adapter on a real repos
     python bench/train_compare.py --repo PATH --steps 20 --batch 4
 
 Each trainer runs in its own process, so each peak RSS is its own. Prints figures and the
-codeloop/Trainer ratios (target: tokens/s ratio >= 1.0).
+codeloop/Trainer ratios (target: tokens/s ratio >= 1.0), and the same loop on a 4-bit NF4
+base (bitsandbytes) against fp32, which decides whether CPU training uses NF4.
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def child(which: str, model_dir: Path, data_file: Path, out: Path, steps: int, b
     examples = [Example(**row) for row in json.loads(data_file.read_text())]
     tok = AutoTokenizer.from_pretrained(model_dir)
     template = training_template("auto", AutoConfig.from_pretrained(model_dir).model_type, tok.get_vocab())
-    config = TrainConfig(max_steps=steps, batch_size=batch, warmup_steps=2, epochs=1000)
+    config = TrainConfig(max_steps=steps, batch_size=batch, warmup_steps=2, epochs=1000,
+                         quantize="nf4" if which == "codeloop-nf4" else "none")
     data = DataConfig(max_seq_tokens=seq)
-    if which == "codeloop":
+    if which.startswith("codeloop"):
         result = train_adapter(model_dir, tok, template, examples, config, data, out, progress=False)
         figures = {"tokens": result.tokens, "seconds": result.seconds}
     else:
@@ -90,7 +92,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--eval-examples", type=int, default=48)
-    parser.add_argument("--child", choices=["codeloop", "trainer"], help=argparse.SUPPRESS)
+    parser.add_argument("--no-nf4", action="store_true", help="skip measuring 4-bit NF4 (bitsandbytes) on this machine")
+    parser.add_argument("--child", choices=["codeloop", "trainer", "codeloop-nf4"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -114,7 +117,7 @@ def main() -> None:
     data_file = work / "train.json"
     data_file.write_text(json.dumps([e.to_row() for e in split.train]))
     figures = {}
-    for which in ("trainer", "codeloop"):
+    for which in ("trainer", "codeloop") + (() if args.no_nf4 else ("codeloop-nf4",)):
         cmd = [sys.executable, __file__, "--child", which, "--model-dir", str(model_dir), "--data", str(data_file),
                "--out", str(work / which), "--steps", str(args.steps), "--batch", str(args.batch), "--seq", str(args.seq)]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -122,10 +125,14 @@ def main() -> None:
             sys.exit(f"{which} failed:\n{done.stderr[-3000:]}")
         figures[which] = json.loads(done.stdout.strip().splitlines()[-1])
         f = figures[which]
-        print(f"{which:>9}: {f['tokens']} tokens in {f['seconds']:.1f} s = {f['tokens_per_s']:.0f} tokens/s, peak RSS {f['peak_rss_mb']:.0f} MB")
+        print(f"{which:>12}: {f['tokens']} tokens in {f['seconds']:.1f} s = {f['tokens_per_s']:.0f} tokens/s, peak RSS {f['peak_rss_mb']:.0f} MB")
     c, t = figures["codeloop"], figures["trainer"]
     print(f"ratio codeloop/Trainer: tokens/s {c['tokens_per_s'] / t['tokens_per_s']:.2f} (target >= 1.0), "
           f"peak RSS {c['peak_rss_mb'] / t['peak_rss_mb']:.2f}")
+    if "codeloop-nf4" in figures:
+        q = figures["codeloop-nf4"]
+        print(f"NF4 base / fp32 base (codeloop): tokens/s {q['tokens_per_s'] / c['tokens_per_s']:.2f}, "
+              f"peak RSS {q['peak_rss_mb'] / c['peak_rss_mb']:.2f}")
 
     from transformers import AutoConfig, AutoTokenizer
 

@@ -24,10 +24,10 @@ from tests.trainer.acme_repo import build_acme_repo, prompt_for
 
 pytestmark = pytest.mark.slow
 
-# Sized for CI on 2 cores: ~180 training examples, 24 steps of 4 (2-4 minutes).
+# Sized for CI on 2 cores: ~180 training examples, 32 steps of 4 (2-5 minutes).
 TRAINER_TOML = """
 [trainer.train]
-max_steps = 24
+max_steps = 32
 batch_size = 4
 lr = 1e-3
 warmup_steps = 3

@@ -3,7 +3,6 @@ dataset, the training log, run.json or the adapter's codeloop.json; the run resu
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.trainer.acme_repo import build_acme_repo, git
 from trainer.config import DataConfig, EvalConfig, TrainConfig, TrainerSettings
