@@ -11,7 +11,7 @@ changed source file that passes trainer/filters.py:
 * in Python, every function the commit added or changed becomes a "function" example: the
   signature and docstring (with the file above them) as prefix, the body as middle.
 
-Files are scrubbed of secrets (trainer/secrets.py) before anything is cut out of them, so no
+Files are scrubbed of secrets (feedback/secrets.py) before anything is cut out of them, so no
 example ever holds an unscrubbed secret. Then repeats are removed (trainer/dedupe.py).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from trainer.config import SOURCE_EXTENSIONS, MiningConfig
 from trainer.dedupe import dedupe
 from trainer.examples import Example, MiningReport
 from trainer.python_functions import Ranges, touched_functions
-from trainer.secrets import scrub
+from feedback.secrets import scrub
 
 __all__ = ["MiningError", "mine_repositories", "mine_repository"]
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from trainer.config import DataConfig
 from trainer.examples import Example
-from trainer.secrets import scrub
+from feedback.secrets import scrub
 
 
 def examples_from_export(parquet: Path, config: DataConfig) -> tuple[list[Example], Counter]:

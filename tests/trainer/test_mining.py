@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.test_secrets import PLANTED, PRIVATE_KEY, planted_code
+from tests.feedback.test_secrets import PLANTED, PRIVATE_KEY, planted_code
 from trainer.config import MiningConfig
 from trainer.dedupe import dedupe
 from trainer.examples import Example, MiningReport

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.secrets import contains_secret, placeholder, scrub
+from feedback.secrets import contains_secret, placeholder, scrub
 
 # Fake secrets, one per kind. Built from pieces so that no literal in this file looks like a
 # live credential to a secret scanner (push protection); none of them is real.

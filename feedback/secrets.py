@@ -1,4 +1,4 @@
-"""Find secrets in text and replace them before the text becomes training data.
+"""Find secrets in text and replace them before the text is stored or becomes training data.
 
 Used on mined source files (trainer/mining.py) and on telemetry text; it knows nothing about
 git. A secret becomes ``<SECRET:kind>``: stable (identical code stays identical after
