@@ -6,6 +6,7 @@ middle) and of the whole middle span, and the completion-only loss. Generation i
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -110,8 +111,15 @@ def _generate(model: Any, tokenizer: Any, template: Any, examples: Sequence[Exam
     width = enc["input_ids"].shape[1]
     lines_needed = [max(1, len(_lines(e.middle))) for e in examples]
     done = _EnoughLines(tokenizer, width, lines_needed, template.stop)
-    out = model.generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False, pad_token_id=pad,
-                         eos_token_id=tokenizer.eos_token_id, stopping_criteria=[done])
+    # An example at the top of a file has an empty prefix: for a prefix-only prompt the row is
+    # all padding, which transformers mistakes for right padding and warns about every batch.
+    quiet = logging.getLogger("transformers.generation.utils")
+    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    try:
+        out = model.generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id, stopping_criteria=[done])
+    finally:
+        quiet.setLevel(level)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=False)
     return [_cut_at_stops(t, template.stop, tokenizer) for t in texts]
 

@@ -13,6 +13,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -38,6 +39,10 @@ class TrainResult:
     device: str
     peak_rss_mb: float
     resumed_from: int
+
+
+# peft still asks the deprecated name on every forward; the message says nothing to users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def use_nf4(config: TrainConfig) -> bool:
