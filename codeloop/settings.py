@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # are kept, and training from telemetry is off.
     telemetry: bool = True
     store_code: bool = True
+    # Days after which stored code text (prefix, suffix, suggestion) is erased; lengths,
+    # hashes, events and counts stay, so metrics keep working. 0 = keep forever.
+    retention_days: int = Field(0, ge=0)
 
     # vLLM engines. LoRA slots: the live adapter plus the arms of one experiment (+ the zero
     # adapter, below). vllm_urls: the vllm-remote servers (replicas), as a JSON list in

@@ -1,4 +1,4 @@
-"""`codeloop stats`, `logs`, `export` and `experiment …`: over HTTP when the server runs,
+"""`codeloop stats`, `logs`, `export`, `forget` and `experiment …`: over HTTP when the server runs,
 straight from the DuckDB file when it does not (DuckDB lets only one process open it)."""
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from dataclasses import asdict
 import sys
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 import httpx
 
 from codeloop.settings import Settings
+
+# As the user field of a completion request (server/schemas.py).
+MAX_USER_CHARS = 200
 
 STATS_COLUMNS = [
     ("key", "group", "{}"),
@@ -64,6 +68,29 @@ def _open_file(settings: Settings):
     except TelemetryDBError as exc:
         click.echo(f"codeloop: {exc}", err=True)
         sys.exit(2)
+
+
+def _forget_in_file(settings: Settings, user: str) -> dict:
+    """forget_user straight on the DuckDB file, in one transaction (no server holds it)."""
+    from feedback.db import TelemetryDBError, open_db
+    from feedback.privacy import forget_user
+
+    if not settings.telemetry_db.exists():
+        click.echo(f"codeloop: no server answers and there is no telemetry at {settings.telemetry_db}", err=True)
+        sys.exit(2)
+    try:
+        con = open_db(settings.telemetry_db)
+    except TelemetryDBError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+    try:
+        con.execute("BEGIN")
+        forgotten = forget_user(con, user)
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")  # into the file now, rather than left in the write-ahead log
+    finally:
+        con.close()
+    return forgotten.as_dict()
 
 
 def format_table(rows: list[dict], columns) -> str:
@@ -141,6 +168,33 @@ def register(cli: click.Group, load_settings) -> None:
         _raise_for(r)
         out.write_bytes(r.content)
         click.echo(f"wrote {out} ({len(r.content)} bytes) from {url}")
+
+    @cli.command()
+    @click.option("--user", required=True, help="the pseudonym, exactly as recorded (user_id in `codeloop logs --json`)")
+    @server_option
+    def forget(user, server):
+        """Delete a user's completions and their events: through the running server, or in
+        the DuckDB file when none runs. Exit code 1 when there was nothing to delete."""
+        if not user.strip() or user != user.strip() or len(user) > MAX_USER_CHARS:
+            raise click.BadParameter(f"{user!r}: give the pseudonym as recorded: 1 to {MAX_USER_CHARS} characters, "
+                                     "no leading or trailing spaces", param_hint="--user")
+        settings = load_settings()
+        url = server_url(settings, server)
+        try:
+            r = httpx.delete(f"{url}/v1/users/{quote(user, safe='')}", timeout=600)
+        except httpx.ConnectError:  # no server (a timeout is not that: the server may be deleting)
+            data, where = _forget_in_file(settings, user), f"in {settings.telemetry_db} (no server answers at {url})"
+        else:
+            if r.status_code == 404 and "no telemetry recorded" in r.text:
+                data, where = {"completions": 0, "events": 0}, f"through {url}"
+            else:
+                _raise_for(r)
+                data, where = r.json(), f"through {url}"
+        if not data["completions"]:
+            click.echo(f"codeloop: no telemetry recorded for user {user!r}, nothing deleted {where}; give the pseudonym "
+                       "exactly as recorded (user_id in `codeloop logs --json`)", err=True)
+            sys.exit(1)
+        click.echo(f"deleted {data['completions']} completions and {data['events']} events of user {user!r} {where}")
 
     @cli.group()
     def experiment():

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import pyarrow as pa
+
+from .privacy import scrub_row
 
 EVENT_KINDS = frozenset({"shown", "accepted", "partial", "rejected", "dismissed", "cancelled", "retained"})
 # The kinds that end a suggestion's life; the latest one is its "final outcome".
@@ -80,11 +83,12 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def normalize_completion(row: dict[str, Any], *, store_code: bool = True) -> dict[str, Any]:
-    """Validate a completion row; fill lengths and hashes from the code when missing.
+def normalize_completion(row: dict[str, Any], *, store_code: bool = True) -> tuple[dict[str, Any], Counter]:
+    """Validate a completion row, scrub secrets from its code, fill lengths and hashes
+    when missing; returns the row and the secrets replaced, by kind.
 
-    With store_code off the code itself is dropped here, before it is queued, so it never
-    sits in the writer's memory either.
+    Runs in the caller's thread, so no secret is ever queued. With store_code off the code
+    itself is dropped here too, so it never sits in the writer's memory either.
     """
     unknown = row.keys() - COMPLETION_COLUMNS.keys()
     if unknown:
@@ -94,15 +98,21 @@ def normalize_completion(row: dict[str, Any], *, store_code: bool = True) -> dic
         raise ValueError("completion row needs an id")
     if out["created_at"] is None:
         out["created_at"] = utcnow()
+    # Lengths count the text the client saw: events' accepted_chars are checked against
+    # text_chars and acceptance metrics add them up, in the client's characters.
     for part in ("prefix", "suffix", "text"):
         if out[part] is not None and out[f"{part}_chars"] is None:
             out[f"{part}_chars"] = len(out[part])
+    # Hashes are of the scrubbed text, also with store_code off: a hash of the original is
+    # a test for guesses (scrubbed text + candidate secret -> same hash?) that breaks short
+    # or human-chosen secrets in seconds. Equal code still hashes equal.
+    secrets = scrub_row(out)
     for part in ("prefix", "text"):
         if out[part] is not None and out[f"{part}_sha256"] is None:
             out[f"{part}_sha256"] = _sha256(out[part])
     if not store_code:
         out["prefix"] = out["suffix"] = out["text"] = None
-    return out
+    return out, secrets
 
 
 _EVENT_INPUT = EVENT_COLUMNS.keys() - {"received_at"}

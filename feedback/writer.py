@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from . import queries
 from .batches import CallItem, EventsItem, Item, WriteQueue
 from .db import open_db, reopen_db
 from .ingest import insert_completions, insert_events
+from .privacy import Forgotten, expire_code, forget_user
 from .rows import completions_table, events_table, normalize_completion, normalize_event, utcnow
 
 log = logging.getLogger("codeloop.feedback")
@@ -108,9 +109,10 @@ class TelemetryWriter:
         self.close()
 
     # --- producers (any thread) ----------------------------------------------------------
-    def add_completion(self, row: dict[str, Any]) -> None:
-        """Queue a completion row; never waits on the database. ValueError for a bad row."""
-        normalized = normalize_completion(row, store_code=self.store_code)
+    def add_completion(self, row: dict[str, Any]) -> Counter:
+        """Queue a completion row, its secrets scrubbed; never waits on the database.
+        ValueError for a bad row. Returns the secrets replaced, by kind."""
+        normalized, secrets = normalize_completion(row, store_code=self.store_code)
         cid = normalized["id"]
         with self._lock:  # remembered first: the writer thread may take the row at once
             known = cid in self._recent
@@ -123,6 +125,7 @@ class TelemetryWriter:
                 self._dropped_completions += 1
                 if not known:
                     self._recent.pop(cid, None)
+        return secrets
 
     def add_events(self, rows: list[dict[str, Any]]) -> Future[int]:
         """Queue events; the future gives how many were new, once they are committed.
@@ -143,6 +146,23 @@ class TelemetryWriter:
         future: Future[T] = Future()
         self._queue.put(CallItem(fn, future))
         return future
+
+    def forget_user(self, user: str) -> Future[Forgotten]:
+        """Delete the user's completions and events (those queued before this call too), and
+        forget their ids, so that a late event for one is refused as unknown."""
+
+        def run(con: duckdb.DuckDBPyConnection) -> Forgotten:
+            forgotten = forget_user(con, user)
+            with self._lock:
+                for cid in forgotten.ids:
+                    self._recent.pop(cid, None)
+            return forgotten
+
+        return self.execute(run)
+
+    def expire_code(self, older_than: datetime, limit: int = 10_000) -> Future[int]:
+        """Erase the code text of at most `limit` completions created before `older_than`."""
+        return self.execute(lambda con: expire_code(con, older_than, limit))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far is committed."""
@@ -256,6 +276,9 @@ class TelemetryWriter:
         return True
 
     def _run_call(self, call: CallItem) -> bool:
+        if not call.future.set_running_or_notify_cancel():  # the caller gave up waiting
+            self._queue.done([call])
+            return True
         try:
             con = self._connection()
             con.execute("BEGIN")

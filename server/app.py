@@ -1,6 +1,7 @@
 """The FastAPI application: builds the parts, wires the routes (server/api/), maps errors."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from server.adapters import AdapterError, AdapterRegistry
 from server.api import adapters as adapters_api
 from server.api import completions as completions_api
 from server.api import experiments as experiments_api
+from server.api import privacy as privacy_api
 from server.api import telemetry as telemetry_api
 from server.api.adapters import adapter_list
 from server.completions import CompletionService, RequestError
@@ -41,17 +43,20 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.adapters_dir.mkdir(parents=True, exist_ok=True)
-        writer = telemetry = experiments = None
+        writer = telemetry = experiments = retention = None
         if settings.telemetry:
             from feedback.writer import TelemetryWriter
             from server.experiments import ExperimentManager
+            from server.retention import RetentionJob
             from server.telemetry import Telemetry
 
             writer = TelemetryWriter(settings.telemetry_db, store_code=settings.store_code)
             writer.start()
-            telemetry = Telemetry(writer)
+            telemetry = Telemetry(writer, metrics)
             experiments = ExperimentManager(registry, writer)
             experiments.restore()
+            if settings.retention_days:  # also with store_code off: code stored before then expires too
+                retention = asyncio.create_task(RetentionJob(writer, settings.retention_days, metrics).run())
         await engine.start()
         for problem in await registry.restore():
             log.warning(problem)
@@ -61,6 +66,9 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
+                await asyncio.gather(retention, return_exceptions=True)
             await engine.close()
             if writer is not None:
                 writer.close()  # flushes every queued completion and event
@@ -71,7 +79,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
     app.state.telemetry = app.state.experiments = None
-    for module in (completions_api, adapters_api, telemetry_api, experiments_api):
+    for module in (completions_api, adapters_api, telemetry_api, experiments_api, privacy_api):
         app.include_router(module.router)
     _install_error_handlers(app)
 

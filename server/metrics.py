@@ -28,6 +28,8 @@ class ServerMetrics:
         self.writer_queued = Gauge("codeloop_telemetry_queued", "rows waiting for the telemetry writer", ["table"], registry=r)
         self.writer_written = Gauge("codeloop_telemetry_written", "rows the telemetry writer has committed", ["table"], registry=r)
         self.writer_healthy = Gauge("codeloop_telemetry_healthy", "1 when the last telemetry commit succeeded", registry=r)
+        self.secrets_scrubbed = Counter("codeloop_telemetry_secrets_scrubbed", "secrets replaced in completion text before it was recorded", ["kind"], registry=r)
+        self.code_expired = Counter("codeloop_telemetry_code_expired", "completions whose code text was erased after retention_days", registry=r)
         self.adapters_loaded = Gauge("codeloop_adapters_loaded", "adapters loaded in the engine", registry=r)
 
     def observe_writer(self, status: dict) -> None:

@@ -143,6 +143,12 @@ class EventsStored(BaseModel):
     durable: bool = Field(True, description="always true: the answer comes after the commit")
 
 
+class UserForgotten(BaseModel):
+    user: str
+    completions: int = Field(..., description="completions deleted")
+    events: int = Field(..., description="events of those completions deleted")
+
+
 class ExperimentStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=100)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
+from server.metrics import ServerMetrics
 from server.schemas import CompletionRequest, CompletionResponse, Event
 
 
@@ -22,12 +23,14 @@ class EventError(Exception):
 
 
 class Telemetry:
-    def __init__(self, writer):
-        self.writer = writer  # feedback.writer.TelemetryWriter; it drops code when store_code is off
+    def __init__(self, writer, metrics: ServerMetrics):
+        # feedback.writer.TelemetryWriter: it scrubs secrets, and drops code when store_code is off
+        self.writer = writer
+        self.metrics = metrics
 
     def record_completion(self, req: CompletionRequest, resp: CompletionResponse, prefix: str, suffix: str, language: str | None) -> None:
         t = resp.timings
-        self.writer.add_completion({
+        secrets = self.writer.add_completion({
             "id": resp.id,
             "created_at": datetime.fromtimestamp(resp.created, tz=timezone.utc),
             "user_id": req.user,
@@ -49,6 +52,8 @@ class Telemetry:
             "first_token_ms": t.first_token_ms,
             "finish_reason": resp.choices[0].finish_reason,
         })
+        for kind, count in secrets.items():
+            self.metrics.secrets_scrubbed.labels(kind).inc(count)
 
     def validate(self, events: list[Event]) -> list[dict]:
         """Rows for the writer, or EventError naming every impossible event."""

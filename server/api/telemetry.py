@@ -23,7 +23,7 @@ router = APIRouter()
 _events = TypeAdapter(Event | EventBatch | list[Event])
 
 
-def _telemetry(request: Request):
+def telemetry_of(request: Request):
     telemetry = request.app.state.telemetry
     if telemetry is None:
         raise RequestError(409, "telemetry is off on this server (setting telemetry = false)")
@@ -36,7 +36,7 @@ def _telemetry(request: Request):
                  {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]}}}}})
 async def post_events(request: Request):
     """One event, `{"events": [...]}` or a list. Answers only after the events are committed."""
-    telemetry = _telemetry(request)
+    telemetry = telemetry_of(request)
     try:
         parsed = _events.validate_json(await request.body())
     except ValidationError as exc:
@@ -56,7 +56,7 @@ async def post_events(request: Request):
 
 async def _read(request: Request, query, *args):
     """Run a feedback query on its own cursor, off the event loop."""
-    writer = _telemetry(request).writer
+    writer = telemetry_of(request).writer
 
     def run():
         with closing(writer.reader()) as cursor:

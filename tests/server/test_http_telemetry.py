@@ -173,6 +173,8 @@ def test_sigterm_flushes_and_store_code_off_keeps_no_code(model_dir, tmp_path):
     exported = cli("export", str(tmp_path / "out.parquet"), env=env)
     assert exported.returncode == 0, exported.stderr
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path / 'out.parquet'}')").fetchall()[0][0] == 3
+    code = duckdb.sql(f"SELECT count(prefix) + count(suffix) + count(text) FROM read_parquet('{tmp_path / 'out.parquet'}')")
+    assert code.fetchall()[0][0] == 0  # the export has no code either
 
 
 def test_kill_9_loses_no_acknowledged_event(model_dir, tmp_path):
