@@ -271,7 +271,8 @@ class TelemetryWriter:
             self._written_events += sum(counts)
             self._healthy = not durable  # healthy again once a reconnect works
         for request, count in zip(requests, counts):
-            if request.future is not None:
+            # done() already: the HTTP request that waited for it was cancelled (the client left).
+            if request.future is not None and not request.future.done():
                 request.future.set_result(count)
         return True
 
@@ -316,7 +317,8 @@ class TelemetryWriter:
             log.warning("telemetry write failed (rows kept, will retry): %s", message)
         error = TelemetryWriteError(f"telemetry write failed, events not stored: {message}")
         for future in futures:
-            future.set_exception(error)
+            if not future.done():  # a cancelled waiter needs no answer
+                future.set_exception(error)
 
     def _abandon(self, reason: str) -> None:
         items, lost = self._queue.drain()

@@ -201,3 +201,15 @@ def test_at_ranges_cover_every_value_with_few_ranges() -> None:
     assert all(any(lo <= v <= hi for lo, hi in ranges) for v in values)
     assert at_ranges([T0, T0 + timedelta(seconds=20)]) == [(T0, T0 + timedelta(seconds=20))]  # close: one range
     assert at_ranges([]) == []
+
+
+def test_a_waiter_that_gave_up_does_not_break_the_writer(writer: TelemetryWriter) -> None:
+    """An HTTP request cancelled while its events were queued cancels their future; the events
+    are still committed and the writer stays healthy."""
+    writer.add_completion(completion("c1"))
+    given_up = writer.add_events([shown("c1")])
+    given_up.cancel()
+    assert writer.add_events([shown("c1", 2.0)]).result(5) == 1
+    writer.flush(5)
+    assert count(writer, "SELECT count(*) FROM events") == 2
+    assert writer.status()["healthy"], writer.status()
