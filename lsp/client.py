@@ -17,6 +17,16 @@ class Suggestion:
     adapter: str | None = None
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where the server sent a completion: the adapter (None: the base model) and the A/B
+    experiment arm, if any. The status bar shows the last one."""
+
+    adapter: str | None
+    experiment: str | None = None
+    arm: str | None = None
+
+
 class ServerUnavailable(Exception):
     """The server could not be reached, timed out or answered 5xx: try again later."""
 
@@ -38,6 +48,7 @@ class ServerClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url
+        self.last_route: Route | None = None
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
@@ -57,6 +68,7 @@ class ServerClient:
             log.warning("completion refused: HTTP %d: %s", resp.status_code, _error_text(resp))
             return None
         data = resp.json()
+        self.last_route = Route(data.get("adapter"), data.get("experiment"), data.get("arm"))
         choices = data.get("choices") or []
         text = choices[0].get("text", "") if choices else ""
         if not text:
@@ -74,6 +86,16 @@ class ServerClient:
         if resp.status_code >= 500 or resp.status_code in (408, 429):
             raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
         raise EventsRefused(resp.status_code, _error_text(resp))
+
+    async def get(self, path: str, params: dict | None = None) -> dict:
+        """GET a JSON answer; ServerUnavailable for anything but 200 (with the server's reason)."""
+        try:
+            resp = await self._http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"{type(exc).__name__}: {exc}") from None
+        if resp.status_code != 200:
+            raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
+        return resp.json()
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -18,12 +18,14 @@ from lsp.config import ConfigError, LspConfig
 from lsp.documents import DocumentError, DocumentStore, clean_text
 from lsp.events import EventSender
 from lsp.spool import EventSpool
+from lsp.status import server_status
 from lsp.tracking import Tracker
 
 log = logging.getLogger(__name__)
 ACCEPT = "codeloop.accept"
 DISMISS = "codeloop.dismiss"
 STATS = "codeloop/stats"
+STATUS = "codeloop/status"
 
 
 class Protocol(LanguageServerProtocol):
@@ -217,6 +219,11 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
     def stats(ls: CodeloopLanguageServer, params: Any) -> dict:
         """Counters for tests, benchmarks and the curious: requests, cache hits, events."""
         return ls.stats()
+
+    @server.feature(STATUS)
+    async def status(ls: CodeloopLanguageServer, params: Any) -> dict:
+        """For the editor's status bar: live adapter, this user's experiment arm, today's acceptance."""
+        return await server_status(ls.client)
 
     return server
 
