@@ -84,14 +84,16 @@ def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool,
                 _fail(f"{exc} (is it a git repository?)")
             api = ServerApi(_url(settings, server))
             accepted, newest = 0, state.get("telemetry_until")
-            if api.reachable():
-                export = state_dir / "refresh-export.parquet"
-                try:
+            try:
+                if api.reachable():
+                    export = state_dir / "refresh-export.parquet"
                     api.export(export, since=rf.utc_from_iso(state.get("telemetry_until")))
                     accepted, seen = rf.count_accepted(export)
                     newest = seen or newest
-                except ServerError as exc:
-                    click.echo(f"codeloop: telemetry not counted: {exc}", err=True)
+            except ServerError as exc:
+                click.echo(f"codeloop: telemetry not counted: {exc}", err=True)
+            finally:
+                api.close()
             need = settings.trainer.refresh
             if not force and not rf.NewData(commits, accepted).enough(need):
                 click.echo(f"nothing to do: {commits} new commits (need {need.min_new_commits}) and {accepted} new "
