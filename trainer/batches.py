@@ -49,6 +49,11 @@ class Batch:
                      self.labels.to(device), self.weights.to(device), self.tokens)
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The padding token; EOS for tokenizers without one (padding is masked either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
     width = max(len(e.input_ids) for e in items)
     keep = max(e.completion_len for e in items)  # positions whose logits are needed

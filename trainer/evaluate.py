@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from transformers import StoppingCriteria
 
-from trainer.batches import collate, completion_losses
+from trainer.batches import collate, completion_losses, pad_id
 from trainer.config import DataConfig, EvalConfig
 from trainer.examples import Example
 from trainer.train import encode_examples
@@ -107,7 +107,7 @@ def _generate(model: Any, tokenizer: Any, template: Any, examples: Sequence[Exam
     prompts = [render(template, tokenizer, e.prefix, e.suffix, budget, data.suffix_share) for e in examples]
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     width = enc["input_ids"].shape[1]
     lines_needed = [max(1, len(_lines(e.middle))) for e in examples]
     done = _EnoughLines(tokenizer, width, lines_needed, template.stop)
@@ -148,7 +148,7 @@ def _cut_at_stops(text: str, stops: Sequence[str], tokenizer: Any) -> str:
 def _loss(model: Any, tokenizer: Any, template: Any, examples: Sequence[Example], config: EvalConfig, data: DataConfig) -> float:
     """Mean completion-only loss per example, the same computation as training."""
     items = encode_examples(examples, tokenizer, template, data)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     losses = []
     for start in range(0, len(items), config.batch_size):
         losses += completion_losses(model, collate(items[start:start + config.batch_size], pad)).tolist()

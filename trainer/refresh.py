@@ -15,10 +15,11 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
+from feedback.rows import to_utc, utcnow
 from trainer.config import RefreshConfig
 
 
@@ -106,11 +107,11 @@ def parse_every(text: str) -> float:
 
 
 def utc_from_iso(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value).replace(tzinfo=None) if value else None
+    return to_utc(value, "telemetry_until") if value else None
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+    return utcnow().isoformat()
 
 
 def sleep_until(deadline: float) -> None:

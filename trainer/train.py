@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from trainer.batches import Encoded, collate, completion_losses, encode, length_grouped_batches
+from trainer.batches import Encoded, collate, completion_losses, encode, length_grouped_batches, pad_id
 from trainer.config import DataConfig, TrainConfig
 from trainer.examples import Example
 from trainer.prompts import render
@@ -115,7 +115,7 @@ def train_adapter(model_dir: Path, tokenizer: Any, template: Any, examples: Sequ
     step = _resume(checkpoint, model, optimizer, schedule, config)
     resumed_from = step
     stream = _micro_batches(items, config, skip=step * config.grad_accum)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     log = open(out_dir / "train_log.jsonl", "a")
     started, tokens, loss_value, stopped_by = time.monotonic(), 0, float("nan"), "steps"
     bar = tqdm(total=total, initial=step, desc="training", unit="step", file=sys.stderr, disable=not progress)
