@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from codeloop import telemetry_cli, trainer_cli
+from codeloop import auth_cli, telemetry_cli, trainer_cli
 from codeloop.settings import Settings, SettingsError, config_path, load_settings
 
 
@@ -82,7 +82,7 @@ def _serve(settings: Settings, model_dir) -> None:
     from server.app import create_app
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _make_data_dir(settings)
     app = create_app(settings, model_dir)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
 
@@ -93,11 +93,20 @@ def _check_telemetry_db(settings: Settings) -> None:
 
     if not settings.telemetry:
         return
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _make_data_dir(settings)
     try:
         open_db(settings.telemetry_db).close()
     except TelemetryDBError as exc:
         click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+
+
+def _make_data_dir(settings: Settings) -> None:
+    # A read-only or full file system is the operator's to fix: say so, without a traceback.
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"codeloop: cannot create data_dir {settings.data_dir}: {exc.strerror or exc}", err=True)
         sys.exit(2)
 
 
@@ -158,12 +167,18 @@ def model_prepare(model_path, force, no_check) -> None:
         click.echo("conversion check: " + ConversionCheck(**check).describe())
 
 
+SECRET_SETTINGS = ("api_token", "vllm_api_key")
+
+
 @cli.command("settings")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of TOML-like lines")
 def show_settings(as_json) -> None:
     """Show the settings in effect and where they are read from."""
     settings = _settings()
     values = json.loads(settings.model_dump_json())
+    for secret in SECRET_SETTINGS:
+        if values.get(secret):
+            values[secret] = "<set, not shown>"
     if as_json:
         click.echo(json.dumps(values, indent=2))
         return
@@ -172,6 +187,7 @@ def show_settings(as_json) -> None:
         click.echo(f"{key} = {json.dumps(value)}")
 
 
+auth_cli.register(cli, _settings)
 telemetry_cli.register(cli, _settings)
 trainer_cli.register(cli, _settings, _model_dir)
 

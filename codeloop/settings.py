@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     # FIM prompt template: "auto" detects it from the tokenizer; or a name in server.fim.TEMPLATES.
     fim_template: str = "auto"
 
+    # Auth: once this file exists (`codeloop token create` makes it), every /v1 route needs
+    # `Authorization: Bearer <token>`. Default: data_dir/auth_tokens.json.
+    auth_tokens_file: Path | None = None
+    # The token codeloop's own commands send when they talk to a running server (`codeloop
+    # forget --server`, `train --publish`, `stats`, ...): CODELOOP_API_TOKEN.
+    api_token: str | None = None
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -57,8 +64,13 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(64, ge=1)
     max_tokens_limit: int = Field(512, ge=1)
     max_request_bytes: int = Field(1_000_000, ge=1024)
-    # Requests waiting for the engine beyond this many are refused with 503.
+    # Requests waiting for the engine beyond this many are refused with 429 and Retry-After.
     max_queue: int = Field(64, ge=1)
+    # Completion requests per user pseudonym (the token's user with auth on, else the `user`
+    # field or the client address): a token bucket refilled at this rate, holding `burst`.
+    # 0 = no per-user limit.
+    rate_limit_per_minute: int = Field(600, ge=0)
+    rate_limit_burst: int = Field(60, ge=1)
     torch_threads: int = Field(0, ge=0, description="0 = all cores")
 
     # Telemetry (DuckDB under data_dir). Without store_code only lengths and hashes of code
@@ -134,6 +146,10 @@ class Settings(BaseSettings):
     @property
     def telemetry_db(self) -> Path:
         return self.data_dir / "telemetry.duckdb"
+
+    @property
+    def auth_tokens_path(self) -> Path:
+        return self.auth_tokens_file or self.data_dir / "auth_tokens.json"
 
     @property
     def adapters_dir(self) -> Path:

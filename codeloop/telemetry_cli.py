@@ -37,10 +37,16 @@ def server_url(settings: Settings, override: str | None) -> str:
     return (override or f"http://{host}:{settings.port}").rstrip("/")
 
 
-def _get(url: str, path: str, **params):
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """The Authorization header for a server with auth on (setting api_token)."""
+    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+
+
+def _get(settings: Settings, server: str | None, path: str, **params):
     """JSON from the running server, or None when no server answers there."""
+    url = server_url(settings, server)
     try:
-        r = httpx.get(url + path, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+        r = httpx.get(url + path, params={k: v for k, v in params.items() if v is not None}, headers=auth_headers(settings), timeout=60)
     except httpx.TransportError:
         return None
     _raise_for(r)
@@ -53,7 +59,8 @@ def _raise_for(r: httpx.Response) -> None:
             message = r.json().get("error", r.text)
         except ValueError:
             message = r.text
-        click.echo(f"codeloop: the server refused ({r.status_code}): {message}", err=True)
+        hint = " (give codeloop a token: CODELOOP_API_TOKEN, or api_token in codeloop.toml)" if r.status_code in (401, 403) else ""
+        click.echo(f"codeloop: the server refused ({r.status_code}): {message}{hint}", err=True)
         sys.exit(2 if r.status_code < 500 else 1)
 
 
@@ -113,7 +120,7 @@ def register(cli: click.Group, load_settings) -> None:
     def stats(by, since, as_json, server):
         """Acceptance rate, accepted and retained characters and latency, as a table."""
         settings = load_settings()
-        data = _get(server_url(settings, server), "/v1/metrics/acceptance", by=by, since=since and since.isoformat())
+        data = _get(settings, server, "/v1/metrics/acceptance", by=by, since=since and since.isoformat())
         if data is None:
             from feedback import queries
 
@@ -135,7 +142,7 @@ def register(cli: click.Group, load_settings) -> None:
     def logs(count, offset, adapter, user, as_json, server):
         """Recent completions with their outcomes, newest first (like `llm logs`)."""
         settings = load_settings()
-        data = _get(server_url(settings, server), "/v1/logs", limit=count, offset=offset, adapter=adapter, user=user)
+        data = _get(settings, server, "/v1/logs", limit=count, offset=offset, adapter=adapter, user=user)
         if data is None:
             from feedback import queries
 
@@ -155,7 +162,8 @@ def register(cli: click.Group, load_settings) -> None:
         settings = load_settings()
         url = server_url(settings, server)
         try:
-            r = httpx.get(url + "/v1/feedback/export", params={"since": since.isoformat()} if since else None, timeout=600)
+            r = httpx.get(url + "/v1/feedback/export", params={"since": since.isoformat()} if since else None,
+                          headers=auth_headers(settings), timeout=600)
         except httpx.TransportError:
             from feedback.export import export_file
 
@@ -181,7 +189,7 @@ def register(cli: click.Group, load_settings) -> None:
         settings = load_settings()
         url = server_url(settings, server)
         try:
-            r = httpx.delete(f"{url}/v1/users/{quote(user, safe='')}", timeout=600)
+            r = httpx.delete(f"{url}/v1/users/{quote(user, safe='')}", headers=auth_headers(settings), timeout=600)
         except httpx.ConnectError:  # no server (a timeout is not that: the server may be deleting)
             data, where = _forget_in_file(settings, user), f"in {settings.telemetry_db} (no server answers at {url})"
         else:
@@ -217,14 +225,14 @@ def register(cli: click.Group, load_settings) -> None:
                 raise click.BadParameter(f"{arm!r}: expected ADAPTER=WEIGHT", param_hint="--arm") from None
         settings = load_settings()
         body = {"name": name, "arms": weights, "control": control, "alpha": alpha}
-        click.echo(json.dumps(_post(server_url(settings, server), "/v1/experiments", body), indent=2))
+        click.echo(json.dumps(_post(settings, server, "/v1/experiments", body), indent=2))
 
     @experiment.command("report")
     @click.argument("experiment_id")
     @server_option
     def experiment_report(experiment_id, server):
         """Per-arm counts, rates with 95 % Wilson intervals, z-test and sequential decision."""
-        data = _get(server_url(load_settings(), server), f"/v1/experiments/{experiment_id}")
+        data = _get(load_settings(), server, f"/v1/experiments/{experiment_id}")
         if data is None:
             click.echo("codeloop: the server is not running", err=True)
             sys.exit(2)
@@ -236,13 +244,14 @@ def register(cli: click.Group, load_settings) -> None:
     @server_option
     def experiment_stop(experiment_id, promote, server):
         """Stop an experiment, optionally promoting an arm."""
-        data = _post(server_url(load_settings(), server), f"/v1/experiments/{experiment_id}/stop", {"promote": promote})
+        data = _post(load_settings(), server, f"/v1/experiments/{experiment_id}/stop", {"promote": promote})
         click.echo(f"stopped {data['id']}" + (f"; live adapter is now {data['winner']}" if data.get("winner") else ""))
 
 
-def _post(url: str, path: str, body: dict) -> dict:
+def _post(settings: Settings, server: str | None, path: str, body: dict) -> dict:
+    url = server_url(settings, server)
     try:
-        r = httpx.post(url + path, json=body, timeout=60)
+        r = httpx.post(url + path, json=body, headers=auth_headers(settings), timeout=60)
     except httpx.TransportError:
         click.echo(f"codeloop: no server answers at {url}", err=True)
         sys.exit(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -49,6 +50,8 @@ class ServerClient:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url
         self.last_route: Route | None = None
+        self.busy_until = 0.0  # monotonic time before which completions are not asked for (429)
+        self.busy_answers = 0
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
@@ -58,12 +61,19 @@ class ServerClient:
     async def complete(self, body: dict) -> Suggestion | None:
         """A suggestion, or None when the server answered with nothing. Raises
         ServerUnavailable on timeouts and connection errors."""
+        if time.monotonic() < self.busy_until:
+            return None  # the server said 429: no suggestion now, and no request until Retry-After
         try:
             resp = await self._http.post("/v1/completions", json=body)
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"{type(exc).__name__}: {exc}") from None
         if resp.status_code != 200:
-            if resp.status_code >= 500 or resp.status_code == 429:
+            if resp.status_code == 429:
+                self.busy_until = time.monotonic() + _retry_after_s(resp)
+                self.busy_answers += 1
+                log.info("server busy (HTTP 429: %s); no suggestions for %.1f s", _error_text(resp), self.busy_until - time.monotonic())
+                return None
+            if resp.status_code >= 500:
                 raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
             log.warning("completion refused: HTTP %d: %s", resp.status_code, _error_text(resp))
             return None
@@ -83,7 +93,9 @@ class ServerClient:
             raise ServerUnavailable(f"{type(exc).__name__}: {exc}") from None
         if resp.status_code == 200:
             return int(resp.json().get("stored", 0))
-        if resp.status_code >= 500 or resp.status_code in (408, 429):
+        # 401/403: the token is missing or wrong; the events wait in the spool until it is fixed
+        # (a new token in the settings), they are not the server's to refuse.
+        if resp.status_code >= 500 or resp.status_code in (401, 403, 408, 429):
             raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
         raise EventsRefused(resp.status_code, _error_text(resp))
 
@@ -106,3 +118,11 @@ def _error_text(resp: httpx.Response) -> str:
         return str(resp.json().get("error", resp.text))[:500]
     except ValueError:
         return resp.text[:500]
+
+
+def _retry_after_s(resp: httpx.Response) -> float:
+    """Retry-After in seconds (1 when absent or unreadable; at most a minute)."""
+    try:
+        return min(60.0, max(0.0, float(resp.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from server.engines import Engine, EngineError
+from server.engines import Engine, EngineError, EngineUnavailable, LoraLimits
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[0-9]{1,9})?$")
 # Loading a pickle runs code, so only safetensors weights are accepted.
@@ -55,7 +55,8 @@ def hash_folder(path: Path) -> str:
     return digest.hexdigest()
 
 
-def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_name: str, model_dir: Path, max_bytes: int) -> AdapterRecord:
+def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_name: str, model_dir: Path, max_bytes: int,
+                     limits: LoraLimits = LoraLimits()) -> AdapterRecord:
     """Check everything that can be checked before the engine sees the folder."""
     if not NAME_PATTERN.match(name):
         raise AdapterError(422, f"bad adapter name {name!r}: use letters, digits, '.', '_', '-' and an optional '@VERSION', e.g. 'team-py@7'")
@@ -89,20 +90,48 @@ def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_n
     base = str(config.get("base_model_name_or_path") or "")
     if not _same_model(base, model_name, model_dir):
         raise AdapterError(422, f"adapter was trained on {base!r}, but this server serves {model_name!r}")
+    rank, targets = _check_lora_shape(config, limits)
     meta_file = folder / "codeloop.json"
     metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    targets = config.get("target_modules") or []
     return AdapterRecord(
         name=name,
         path=str(folder),
         sha256=hash_folder(folder),
         size_bytes=size,
         base_model=base,
-        rank=int(config.get("r") or 0),
-        target_modules=sorted(targets) if isinstance(targets, list) else [str(targets)],
+        rank=rank,
+        target_modules=targets,
         fim_template=metadata.get("fim_template"),
         metadata=metadata,
     )
+
+
+def _check_lora_shape(config: dict, limits: LoraLimits) -> tuple[int, list[str]]:
+    """The adapter's rank and target modules, checked against what the engine can serve."""
+    try:
+        ranks = [int(config.get("r") or 0), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
+    except (TypeError, ValueError, AttributeError):
+        raise AdapterError(422, "adapter_config.json: 'r' and 'rank_pattern' must be integers") from None
+    rank = max(ranks)
+    if rank < 1:
+        raise AdapterError(422, "adapter_config.json has no LoRA rank 'r' >= 1")
+    if limits.max_rank is not None and rank > limits.max_rank:
+        raise AdapterError(422, f"adapter rank {rank} is over this engine's limit of {limits.max_rank} (setting max_lora_rank; "
+                                "vLLM servers need --max-lora-rank at least as high); train with a smaller r")
+    targets = config.get("target_modules")
+    if isinstance(targets, str):
+        # PEFT's "all-linear" or a regular expression: the layers are only known once applied.
+        if limits.target_modules is not None and targets != "all-linear":
+            raise AdapterError(422, f"target_modules is the pattern {targets!r}; list the module names so they can be "
+                                    f"checked against what this engine supports: {sorted(limits.target_modules)}")
+        return rank, [targets]
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise AdapterError(422, "adapter_config.json: target_modules must be a non-empty list of module names")
+    if limits.target_modules is not None:
+        unsupported = sorted({t.rsplit(".", 1)[-1] for t in targets} - limits.target_modules)
+        if unsupported:
+            raise AdapterError(422, f"this engine cannot apply LoRA to {unsupported}; it supports {sorted(limits.target_modules)}")
+    return rank, sorted(targets)
 
 
 def _same_model(base: str, model_name: str, model_dir: Path) -> bool:
@@ -168,10 +197,12 @@ class AdapterRegistry:
                 raise AdapterError(409, f"adapter {name!r} already exists; names are immutable versions, register a new one such as '{_next_version(name)}'")
             record = validate_adapter(
                 name, path, adapters_dir=self.adapters_dir, model_name=self.engine.model_name,
-                model_dir=self.engine.model_dir, max_bytes=self.max_bytes,
+                model_dir=self.engine.model_dir, max_bytes=self.max_bytes, limits=getattr(self.engine, "lora_limits", LoraLimits()),
             )
             try:
                 await self.engine.load_adapter(name, Path(record.path))
+            except EngineUnavailable as exc:  # nothing wrong with the adapter: try again later
+                raise AdapterError(503, str(exc)) from None
             except EngineError as exc:
                 raise AdapterError(422, str(exc)) from None
             self.records[name] = record

@@ -7,7 +7,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,12 +19,15 @@ from server.api import experiments as experiments_api
 from server.api import privacy as privacy_api
 from server.api import telemetry as telemetry_api
 from server.api.adapters import adapter_list
+from server.auth import USER_RESPONSES, require_user
 from server.completions import CompletionService, RequestError
 from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, make_engine
 from server.limits import RequestBodyGuard
 from server.metrics import RequestMetrics, ServerMetrics
+from server.ratelimit import RateLimiter
 from server.schemas import Error
+from server.tokens import TokenStore
 
 log = logging.getLogger("codeloop.server")
 
@@ -57,6 +60,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             experiments.restore()
             if settings.retention_days:  # also with store_code off: code stored before then expires too
                 retention = asyncio.create_task(RetentionJob(writer, settings.retention_days, metrics).run())
+        _announce_exposure(settings, app.state.tokens)
         await engine.start()
         for problem in await registry.restore():
             log.warning(problem)
@@ -79,26 +83,33 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
     app.state.telemetry = app.state.experiments = None
+    app.state.tokens = TokenStore(settings.auth_tokens_path)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     for module in (completions_api, adapters_api, telemetry_api, experiments_api, privacy_api):
-        app.include_router(module.router)
+        # Every /v1 route needs a token once auth is on; admin routes say so themselves.
+        app.include_router(module.router, dependencies=[Depends(require_user)], responses=USER_RESPONSES)
     _install_error_handlers(app)
 
     @app.get("/healthz")
     async def healthz(request: Request):
         telemetry = request.app.state.telemetry
         writer_status = telemetry.writer.status() if telemetry else None
+        # vllm-remote: each replica, up or down (a down one is degraded service, not an outage).
+        replicas = engine.replica_status() if hasattr(engine, "replica_status") else None
+        healthy = (writer_status is None or writer_status["healthy"]) and all(r["up"] for r in replicas or [])
         return {
-            "status": "ok" if writer_status is None or writer_status["healthy"] else "degraded",
+            "status": "ok" if healthy else "degraded",
             "model": engine.model_name,
             "engine": settings.engine,
             "live_adapter": registry.live,
             "adapters": engine.adapters(),
             "queue_depth": engine.queue_depth(),
+            **({"replicas": replicas} if replicas is not None else {}),
             "telemetry": writer_status,
             "uptime_s": round(time.time() - app.state.started_at, 1),
         }
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def prometheus_metrics(request: Request):
         for n in engine.cancel_stats.drain():
             metrics.tokens_after_cancel.observe(n)
@@ -112,9 +123,23 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
 
     @app.get("/", response_class=HTMLResponse)
     async def home():
-        return render_home(engine.model_name, settings.engine, adapter_list(registry))
+        # The page is only a shell that fetches /v1 (with the token it asks for); with auth on it
+        # carries no data of its own.
+        locked = app.state.tokens.enabled
+        return render_home(engine.model_name, settings.engine, None if locked else adapter_list(registry))
 
     return app
+
+
+def _announce_exposure(settings, tokens: TokenStore) -> None:
+    """Say at start who can reach the API: the address it binds and whether it needs tokens."""
+    local = settings.host in ("127.0.0.1", "localhost", "::1")
+    where = f"{settings.host}:{settings.port} ({'this machine only' if local else 'REACHABLE FROM OTHER MACHINES'})"
+    if tokens.enabled:
+        log.info("listening on %s; auth ON: %d active token(s) in %s", where, tokens.active_count(), tokens.path)
+    else:
+        (log.info if local else log.warning)(
+            "listening on %s; auth OFF: anyone who can reach it may use the API (`codeloop token create` turns auth on)", where)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -6,7 +6,7 @@ import time
 import uuid
 
 from server.adapters import AdapterRegistry
-from server.engines import Engine, GenerationParams
+from server.engines import Completion, Engine, GenerationParams
 from server.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
 from server.postprocess import postprocess, wants_multiline
@@ -67,7 +67,7 @@ class CompletionService:
             seed=req.seed,
         )
         try:
-            result = await self.engine.complete(prompt.text, params, adapter)
+            result = await self._generate(prompt.text, params, adapter)
         except asyncio.CancelledError:  # the client went away; the engine has stopped
             self.metrics.completions.labels(adapter or "base", "cancelled").inc()
             raise
@@ -95,6 +95,15 @@ class CompletionService:
         if self.telemetry is not None:
             self.telemetry.record_completion(req, response, prompt.prefix, prompt.suffix, language)
         return response
+
+    async def _generate(self, text: str, params: GenerationParams, adapter: str | None) -> Completion:
+        if not text:
+            # Nothing before or after the cursor (an empty file under a template without FIM
+            # tokens): no context to continue, and a zero-token prompt is an error in every
+            # engine (it was a 500). Nothing to suggest.
+            return Completion(text="", finish_reason="stop", prompt_tokens=0, completion_tokens=0,
+                              queue_ms=0.0, engine_ms=0.0, adapter=adapter)
+        return await self.engine.complete(text, params, adapter)
 
     def _observe(self, result, adapter: str | None) -> None:
         label = adapter or "base"

@@ -107,7 +107,12 @@ def _row(a) -> str:
     )
 
 
-def render_home(model: str, engine: str, adapters: AdapterList) -> str:
+def render_home(model: str, engine: str, adapters: AdapterList | None) -> str:
+    """`adapters` None: auth is on, so the page carries no data; its script asks for a token."""
+    if adapters is None:
+        return PAGE.format(css=_inline(_static("dashboard.css")), js=_inline(_static("dashboard.js")), model=escape(model),
+                           engine=escape(engine), live="&hellip;", refresh=REFRESH_S,
+                           rows='<tr><td colspan="6">Give an API token above to see the adapters.</td></tr>')
     rows = "".join(_row(a) for a in sorted(adapters.adapters, key=lambda a: -a.created_at))
     return PAGE.format(
         css=_inline(_static("dashboard.css")),

@@ -30,6 +30,7 @@ class ServerMetrics:
         self.writer_healthy = Gauge("codeloop_telemetry_healthy", "1 when the last telemetry commit succeeded", registry=r)
         self.secrets_scrubbed = Counter("codeloop_telemetry_secrets_scrubbed", "secrets replaced in completion text before it was recorded", ["kind"], registry=r)
         self.code_expired = Counter("codeloop_telemetry_code_expired", "completions whose code text was erased after retention_days", registry=r)
+        self.rate_limited = Counter("codeloop_rate_limited", "completion requests refused by the per-user rate limit (429)", registry=r)
         self.adapters_loaded = Gauge("codeloop_adapters_loaded", "adapters loaded in the engine", registry=r)
 
     def observe_writer(self, status: dict) -> None:

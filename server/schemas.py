@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,7 +18,10 @@ class Segments(BaseModel):
 class CompletionRequest(BaseModel):
     """Either `segments` (editor form) or `prompt` (+ optional `suffix`, OpenAI form)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"segments": {"prefix": "def add(a, b):\n    return ", "suffix": "\n", "language": "python"}, "max_tokens": 4},
+        {"prompt": "import os\n", "max_tokens": 4},
+    ]})
     segments: Segments | None = None
     prompt: str | None = None
     suffix: str | None = None
@@ -114,6 +117,12 @@ class Error(BaseModel):
     detail: list | None = None
 
 
+# Refusals of server/limits.py's RequestBodyGuard, which sees every request with a body before
+# its route does: routes that take a body declare them.
+BODY_REFUSALS = {400: {"model": Error, "description": "a JSON body that is not UTF-8"},
+                 413: {"model": Error, "description": "a body over max_request_bytes"}}
+
+
 EventKind = Literal["shown", "accepted", "partial", "rejected", "dismissed", "cancelled", "retained"]
 MAX_EVENTS_PER_BATCH = 1000
 
@@ -135,6 +144,30 @@ class Event(BaseModel):
 class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: list[Event] = Field(..., min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+
+
+def _inline_refs(schema: dict) -> dict:
+    """A pydantic JSON schema with its `$defs` written in place: the OpenAPI document only
+    holds (in components) the models that routes declare as parameters, and POST /v1/events
+    parses its body itself."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return walk(schema)
+
+
+def events_body_schema() -> dict:
+    """POST /v1/events' body: one event, `{"events": [...]}` or a list of events."""
+    from pydantic import TypeAdapter
+
+    batch = Annotated[list[Event], Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+    return _inline_refs(TypeAdapter(Event | EventBatch | batch).json_schema())
 
 
 class EventsStored(BaseModel):

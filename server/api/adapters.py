@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from server.auth import ADMIN_RESPONSES, require_admin
 from server.adapters import AdapterError, AdapterRegistry
-from server.schemas import AdapterInfo, AdapterList, AdapterLoad, Error
+from server.schemas import BODY_REFUSALS, AdapterInfo, AdapterList, AdapterLoad, Error
 
 router = APIRouter()
+ADMIN = [Depends(require_admin)]
 
 
 def adapter_list(registry: AdapterRegistry) -> AdapterList:
@@ -21,8 +23,10 @@ async def list_adapters(request: Request):
     return adapter_list(request.app.state.registry)
 
 
-@router.post("/v1/adapters", response_model=AdapterInfo, status_code=201,
-             responses={403: {"model": Error}, 404: {"model": Error}, 409: {"model": Error}})
+@router.post("/v1/adapters", response_model=AdapterInfo, status_code=201, dependencies=ADMIN,
+             responses={**ADMIN_RESPONSES, **BODY_REFUSALS, 404: {"model": Error}, 409: {"model": Error},
+                        413: {"model": Error, "description": "a body over max_request_bytes, or an adapter over adapter_max_mb"},
+                        503: {"model": Error, "description": "the engine's backend cannot be reached now"}})
 async def load_adapter(body: AdapterLoad, request: Request):
     metrics = request.app.state.metrics
     started = time.monotonic()
@@ -36,13 +40,15 @@ async def load_adapter(body: AdapterLoad, request: Request):
     return AdapterInfo(**record.__dict__, live=False)
 
 
-@router.post("/v1/adapters/{name}/promote", response_model=AdapterList)
+@router.post("/v1/adapters/{name}/promote", response_model=AdapterList, dependencies=ADMIN,
+             responses={**ADMIN_RESPONSES, 404: {"model": Error}})
 async def promote_adapter(name: str, request: Request):
     await request.app.state.registry.promote(name)
     return adapter_list(request.app.state.registry)
 
 
-@router.delete("/v1/adapters/{name}", response_model=AdapterList)
+@router.delete("/v1/adapters/{name}", response_model=AdapterList, dependencies=ADMIN,
+               responses={**ADMIN_RESPONSES, 404: {"model": Error}, 409: {"model": Error, "description": "live, or an arm of a running experiment"}})
 async def delete_adapter(name: str, request: Request):
     state = request.app.state
     in_use = state.experiments.adapters_in_use() if state.experiments else set()

@@ -4,20 +4,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
+from server.auth import ADMIN_RESPONSES, require_admin
 from server.api.telemetry import telemetry_of
 from server.completions import RequestError
 from server.schemas import Error, UserForgotten
 
 router = APIRouter()
+ADMIN = [Depends(require_admin)]
 log = logging.getLogger("codeloop.privacy")
 
 
 # `:path` so that a pseudonym holding "/" can be forgotten too (sent as %2F).
-@router.delete("/v1/users/{user:path}", response_model=UserForgotten,
-               responses={404: {"model": Error}, 409: {"model": Error}, 503: {"model": Error}})
+@router.delete("/v1/users/{user:path}", response_model=UserForgotten, dependencies=ADMIN,
+               responses={**ADMIN_RESPONSES, 404: {"model": Error}, 409: {"model": Error}, 503: {"model": Error}})
 async def forget_user(request: Request, user: str = Path(..., min_length=1, max_length=200)):
     """Delete every completion recorded for `user` (the pseudonym sent as `user`) and their
     events, including those still queued. 404 when there are none, so that a mistyped

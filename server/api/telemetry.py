@@ -9,18 +9,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.background import BackgroundTask
 
 from feedback import export, queries
+from server.auth import ADMIN_RESPONSES, require_admin
 from server.completions import RequestError
-from server.schemas import MAX_EVENTS_PER_BATCH, Error, Event, EventBatch, EventsStored
+from server.schemas import BODY_REFUSALS, MAX_EVENTS_PER_BATCH, Error, Event, EventBatch, EventsStored, events_body_schema
 from server.telemetry import EventError
 
 router = APIRouter()
+ADMIN = [Depends(require_admin)]
 _events = TypeAdapter(Event | EventBatch | list[Event])
+TELEMETRY_OFF = {409: {"model": Error, "description": "telemetry is off on this server"}}
+MAX_OFFSET = 2**63 - 1  # DuckDB's BIGINT: a larger OFFSET was a 500
 
 
 def telemetry_of(request: Request):
@@ -30,10 +34,8 @@ def telemetry_of(request: Request):
     return telemetry
 
 
-@router.post("/v1/events", response_model=EventsStored, responses={422: {"model": Error}, 503: {"model": Error}},
-             openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"oneOf": [
-                 {"$ref": "#/components/schemas/Event"}, {"$ref": "#/components/schemas/EventBatch"},
-                 {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]}}}}})
+@router.post("/v1/events", response_model=EventsStored, responses={**BODY_REFUSALS, **TELEMETRY_OFF, 422: {"model": Error}, 503: {"model": Error}},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": events_body_schema()}}}})
 async def post_events(request: Request):
     """One event, `{"events": [...]}` or a list. Answers only after the events are committed."""
     telemetry = telemetry_of(request)
@@ -73,7 +75,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(dict.fromkeys(problems)) or "invalid events"
 
 
-@router.get("/v1/metrics/acceptance")
+@router.get("/v1/metrics/acceptance", responses=TELEMETRY_OFF)
 async def acceptance(request: Request, by: Literal["adapter", "language", "client", "day"] = "adapter",
                      since: datetime | None = None, until: datetime | None = None,
                      adapter: str | None = Query(None, description="only this adapter ('base' = no adapter)")):
@@ -82,14 +84,15 @@ async def acceptance(request: Request, by: Literal["adapter", "language", "clien
     return {"by": by, "rows": [asdict(r) for r in rows]}
 
 
-@router.get("/v1/logs")
-async def recent(request: Request, limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0),
+@router.get("/v1/logs", dependencies=ADMIN, responses={**ADMIN_RESPONSES, **TELEMETRY_OFF})
+async def recent(request: Request, limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                  adapter: str | None = None, user: str | None = None):
     """Recent completions with their outcomes, newest first (what `codeloop logs` shows)."""
     return {"rows": await _read(request, queries.recent_completions, limit, offset, adapter, user)}
 
 
-@router.get("/v1/feedback/export", response_class=FileResponse, responses={200: {"content": {"application/vnd.apache.parquet": {}}}})
+@router.get("/v1/feedback/export", response_class=FileResponse, dependencies=ADMIN,
+            responses={**ADMIN_RESPONSES, **TELEMETRY_OFF, 200: {"content": {"application/vnd.apache.parquet": {}}}})
 async def export_feedback(request: Request, since: datetime | None = None):
     """Parquet of completions joined with their outcomes, for the trainer."""
     folder = Path(tempfile.mkdtemp(prefix="codeloop-export-"))

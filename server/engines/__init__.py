@@ -1,7 +1,11 @@
 """Engines: one protocol (server.engines.base.Engine), several implementations."""
-from server.engines.base import Completion, Engine, EngineBusy, EngineError, GenerationParams
+from server.engines.base import Completion, Engine, EngineBusy, EngineError, EngineUnavailable, GenerationParams, LoraLimits
 
-__all__ = ["Completion", "Engine", "EngineBusy", "EngineError", "GenerationParams", "make_engine"]
+__all__ = ["Completion", "Engine", "EngineBusy", "EngineError", "EngineUnavailable", "GenerationParams", "LoraLimits", "make_engine"]
+
+# The layers vLLM applies LoRA to in Llama-family models (it packs q/k/v and gate/up itself);
+# an adapter on any other layer (embed_tokens, lm_head, norms) is refused by vLLM.
+VLLM_LORA_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 
 
 def make_engine(settings, model_dir) -> Engine:
@@ -17,18 +21,22 @@ def make_engine(settings, model_dir) -> Engine:
     if settings.engine == "vllm-remote":
         from server.engines.vllm_remote import VllmRemoteEngine
 
-        return VllmRemoteEngine(
+        engine = VllmRemoteEngine(
             model_dir, settings.vllm_urls, served_model=settings.vllm_served_model, api_key=settings.vllm_api_key,
             timeout_s=settings.vllm_timeout_s, retries=settings.vllm_retries, reconcile_s=settings.vllm_reconcile_s,
             adapter_dir=settings.adapters_dir, adapter_root=settings.vllm_adapter_root,
             zero_base_adapter=settings.vllm_zero_base_adapter != "off",
             zero_adapter_dir=zero_adapter_dir)
-    if settings.engine == "vllm":
+    elif settings.engine == "vllm":
         from server.engines.vllm_engine import VllmEngine
 
-        return VllmEngine(
+        engine = VllmEngine(
             model_dir, max_loras=settings.max_loras, max_cpu_loras=settings.max_cpu_loras, max_lora_rank=settings.max_lora_rank,
             dtype=settings.vllm_dtype, max_model_len=settings.vllm_max_model_len,
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization, zero_base_adapter=settings.vllm_zero_base_adapter,
             zero_adapter_dir=zero_adapter_dir)
-    raise EngineError(f"unknown engine {settings.engine!r}")
+    else:
+        raise EngineError(f"unknown engine {settings.engine!r}")
+    # The remote servers must be started with --max-lora-rank >= this setting (README).
+    engine.lora_limits = LoraLimits(max_rank=settings.max_lora_rank, target_modules=VLLM_LORA_MODULES)
+    return engine

@@ -27,12 +27,25 @@ class Completion:
     adapter: str | None = None
 
 
+@dataclass(frozen=True)
+class LoraLimits:
+    """What LoRA adapters an engine can serve; None = no limit known. Checked at registration
+    so a bad adapter gets a clear 422 instead of an engine error (or a silently ignored layer)."""
+
+    max_rank: int | None = None
+    target_modules: frozenset[str] | None = None
+
+
 class EngineError(Exception):
     """The engine could not do what was asked; the message says why."""
 
 
 class EngineBusy(EngineError):
     """Too many requests are waiting; the caller should retry later."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine's backend cannot be reached now (e.g. every vLLM replica is down); retry later."""
 
 
 class Engine(Protocol):
@@ -57,6 +70,7 @@ class Engine(Protocol):
     def queue_depth(self) -> int: ...
 
     cancel_stats: "CancelStats"
+    lora_limits: LoraLimits  # known once start() has returned
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
-from server.engines.base import CancelStats, Completion, EngineBusy, EngineError, GenerationParams
+from server.engines.base import CancelStats, Completion, EngineBusy, EngineError, GenerationParams, LoraLimits
 
 
 @dataclass
@@ -79,12 +79,16 @@ class TransformersEngine:
         self.model_name = self.model_dir.name
         self.model_type = ""
         self._model = None
+        self.lora_limits = LoraLimits()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         torch.set_num_threads(self.torch_threads)
         self._model = await asyncio.to_thread(self._load_model)
         self.model_type = self._model.config.model_type
+        # peft adapts any linear layer, at any rank.
+        linear = {name.rsplit(".", 1)[-1] for name, m in self._model.named_modules() if isinstance(m, torch.nn.Linear)}
+        self.lora_limits = LoraLimits(max_rank=None, target_modules=frozenset(linear))
         self._thread = threading.Thread(target=self._work, name="codeloop-engine", daemon=True)
         self._thread.start()
         # One short generation so the first real request does not pay for lazy initialisation.

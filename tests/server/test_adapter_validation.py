@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from server.adapters import AdapterError, hash_folder, validate_adapter
+from server.engines import LoraLimits
 
 MODEL_DIR = Path("/models/SmolLM2-135M-Instruct")
 
@@ -98,3 +99,37 @@ def test_size_limit(tmp_path):
     with pytest.raises(AdapterError) as err:
         check(tmp_path, folder)
     assert err.value.status == 413 and "adapter_max_mb" in str(err.value)
+
+
+VLLM_LIKE = LoraLimits(max_rank=16, target_modules=frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}))
+
+
+def check_limits(root: Path, limits: LoraLimits = VLLM_LIKE, **config):
+    folder = make_folder(root, **config)
+    return validate_adapter("team-py@1", folder, adapters_dir=root, model_name=MODEL_DIR.name, model_dir=MODEL_DIR,
+                            max_bytes=10_000, limits=limits)
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"r": 32}, "rank 32 is over this engine's limit of 16"),
+    ({"r": 8, "rank_pattern": {"q_proj": 64}}, "rank 64 is over"),
+    ({"r": 0}, "no LoRA rank"),
+    ({"r": "big"}, "must be integers"),
+    ({"target_modules": ["q_proj", "lm_head"]}, "cannot apply LoRA to ['lm_head']"),
+    ({"target_modules": ["model.layers.0.self_attn.q_proj", "embed_tokens"]}, "cannot apply LoRA to ['embed_tokens']"),
+    ({"target_modules": ".*proj"}, "list the module names"),
+    ({"target_modules": []}, "non-empty list"),
+    ({"target_modules": [1, 2]}, "non-empty list"),
+])
+def test_rank_and_target_modules_are_checked_against_the_engine(tmp_path, config, message):
+    with pytest.raises(AdapterError) as err:
+        check_limits(tmp_path, **config)
+    assert err.value.status == 422 and message in str(err.value)
+
+
+def test_limits_that_hold(tmp_path):
+    record = check_limits(tmp_path, r=16, target_modules=["v_proj", "model.layers.0.mlp.down_proj"])
+    assert (record.rank, record.target_modules) == (16, ["model.layers.0.mlp.down_proj", "v_proj"])
+    assert check_limits(tmp_path / "b", target_modules="all-linear").target_modules == ["all-linear"]
+    # No limits known (e.g. a test engine): only the shape of the config is checked.
+    assert check_limits(tmp_path / "c", LoraLimits(), r=512, target_modules=["lm_head"]).rank == 512
