@@ -185,3 +185,30 @@ def test_token_cli_refuses_bad_input(tmp_path):
     (tmp_path / "auth_tokens.json").write_text("not json")
     broken = cli(tmp_path, "token", "list")
     assert broken.returncode == 2 and "cannot read the token file" in broken.stderr
+
+
+async def test_the_language_server_sends_its_token_setting(auth_server, tokens, tmp_path):
+    from lsprotocol import types
+
+    from tests.lsp.conftest import inline, lsp_session, open_doc, stats
+
+    erin = new_token(auth_server.data_dir, "erin")
+    uri, code = "file:///work/auth/a.py", "def add(a, b):\n    return"
+    async with lsp_session(auth_server.url, tmp_path / "no-token", {"maxTokens": 2}) as client:
+        open_doc(client, uri, code)
+        assert not (await inline(client, uri, 1, 10)).items  # 401: no suggestion, no crash
+        assert (await stats(client)).events_refused == 0
+    eventually(lambda: httpx.get(auth_server.url + "/v1/adapters", headers=bearer(erin)).status_code == 200)
+    async with lsp_session(auth_server.url, tmp_path / "token", {"maxTokens": 2, "token": erin}) as client:
+        open_doc(client, uri, code)
+        result = await inline(client, uri, 1, 10)
+        assert result.items, "no suggestion with a valid token"
+        cid = result.items[0].command.arguments[0]
+        assert await client.workspace_execute_command_async(types.ExecuteCommandParams("codeloop.accept", result.items[0].command.arguments))
+
+        def outcome():
+            rows = httpx.get(auth_server.url + "/v1/logs", params={"user": "erin"}, headers=bearer(tokens["admin"])).json()["rows"]
+            return next((r for r in rows if r["id"] == cid), None)
+
+        eventually(lambda: (outcome() or {}).get("outcome") == "accepted", timeout=30)
+    assert outcome()["user_id"] == "erin"
