@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1_000_000, ge=1024)
     # Requests waiting for the engine beyond this many are refused with 429 and Retry-After.
     max_queue: int = Field(64, ge=1)
+    # Completions in progress at once (any engine; what vLLM may batch), beyond: 429 as above.
+    max_in_flight: int = Field(256, ge=1)
     # Completion requests per user pseudonym (the token's user with auth on, else the `user`
     # field or the client address): a token bucket refilled at this rate, holding `burst`.
     # 0 = no per-user limit.

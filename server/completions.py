@@ -6,7 +6,7 @@ import time
 import uuid
 
 from server.adapters import AdapterRegistry
-from server.engines import Completion, Engine, GenerationParams
+from server.engines import Completion, Engine, EngineBusy, GenerationParams
 from server.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
 from server.postprocess import postprocess, wants_multiline
@@ -30,6 +30,7 @@ class CompletionService:
         self.metrics = metrics
         self.settings = settings
         self._vocab = engine.tokenizer.get_vocab()
+        self._in_flight = 0  # completions between admission and the engine's answer
         self.default_template = get_template(settings.fim_template, engine.model_type, self._vocab)
 
     def template_for(self, adapter: str | None) -> FimTemplate:
@@ -66,11 +67,18 @@ class CompletionService:
             stop=tuple(dict.fromkeys(stops)),
             seed=req.seed,
         )
+        if self._in_flight >= self.settings.max_in_flight:
+            # Every engine gets this bound (vLLM would otherwise queue without limit); the
+            # embedded engine's own max_queue is tighter.
+            raise EngineBusy(f"{self._in_flight} completions are already in progress; retry shortly")
+        self._in_flight += 1
         try:
             result = await self._generate(prompt.text, params, adapter)
         except asyncio.CancelledError:  # the client went away; the engine has stopped
             self.metrics.completions.labels(adapter or "base", "cancelled").inc()
             raise
+        finally:
+            self._in_flight -= 1
         text = result.text
         if req.postprocess:
             text = postprocess(text, prompt.prefix, prompt.suffix, language=language, stop=params.stop)
