@@ -74,7 +74,11 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         if "not a valid DuckDB database" in message:
             raise TelemetryDBError(f"{path} is not a DuckDB database; refusing to touch it") from exc
         verb = "open" if path.exists() else "create"
-        raise TelemetryDBError(f"cannot {verb} the telemetry database {path}: {message}") from exc
+        hint = ""
+        if not read_only and ("Read-only file system" in message or "Permission denied" in message):
+            hint = (f". codeloop must write it and a .wal file next to it: make {path.parent} writable, "
+                    "point data_dir elsewhere, or set telemetry = false")
+        raise TelemetryDBError(f"cannot {verb} the telemetry database {path}: {message}{hint}") from exc
 
 
 def _user_objects(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -9,7 +9,9 @@ transaction: an event is never committed before the completion it refers to.
 When a write fails (disk full, IO error, a DuckDB "fatal" that invalidates the database)
 the rows stay at the head of the queue and are retried with backoff; the futures of the
 failed attempt are failed at once (the API answers 503, the client retries, and events are
-idempotent), and `status()` reports unhealthy until a write succeeds again.
+idempotent), and `status()` reports unhealthy until a write succeeds again. After a fatal
+error the thread reopens the database even with nothing queued, so that readers and the
+health status come back without waiting for the next row.
 """
 from __future__ import annotations
 
@@ -209,13 +211,18 @@ class TelemetryWriter:
     # --- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
         backoff = 0.0
-        while (batch := self._queue.take()) is not None:
-            try:
-                ok = self._run_call(batch[0]) if isinstance(batch[0], CallItem) else self._write(batch)
-            except Exception as exc:  # never let the thread die: that would lose every row
-                log.exception("telemetry writer: unexpected error")
-                self._failed(exc, [])
-                ok = False
+        while True:
+            if self._con is None and not self._queue.closing:
+                ok = self._reconnect()  # a fatal error dropped it: readers wait for this
+            elif (batch := self._queue.take()) is None:
+                break
+            else:
+                try:
+                    ok = self._run_call(batch[0]) if isinstance(batch[0], CallItem) else self._write(batch)
+                except Exception as exc:  # never let the thread die: that would lose every row
+                    log.exception("telemetry writer: unexpected error")
+                    self._failed(exc, [])
+                    ok = False
             if ok:
                 backoff = 0.0
                 continue
@@ -231,6 +238,18 @@ class TelemetryWriter:
             self._set_connection(reopen_db(self.db_path))  # after a fatal error
         assert self._con is not None
         return self._con
+
+    def _reconnect(self) -> bool:
+        try:
+            self._connection()
+        except Exception as exc:  # still failing (the disk still full): back off, try again
+            self._failed(exc, [])
+            return False
+        log.warning("telemetry database reopened after: %s", self._last_error)
+        if self._queue.completions + self._queue.events == 0:
+            with self._lock:  # rows still queued decide it with their own write, at once
+                self._healthy = True
+        return True
 
     def _write(self, batch: list[Item]) -> bool:
         completions = [i for i in batch if isinstance(i, dict)]
@@ -305,7 +324,7 @@ class TelemetryWriter:
             pass  # no transaction open, or the connection is already unusable
 
     def _failed(self, exc: BaseException, requests: list[EventsItem], *, durable: bool = False) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        message = self._describe(exc)
         futures = [r.future for r in requests if r.future is not None]
         for request in requests:
             request.future = None  # told now; the rows stay queued and are retried
@@ -319,6 +338,16 @@ class TelemetryWriter:
         for future in futures:
             if not future.done():  # a cancelled waiter needs no answer
                 future.set_exception(error)
+
+    def _describe(self, exc: BaseException) -> str:
+        """DuckDB's message, led by what an operator should do about it when we know."""
+        message = f"{type(exc).__name__}: {exc}"
+        if "No space left on device" in message or "File too large" in message:
+            return (f"disk full: no room for the telemetry database in {self.db_path.parent}; free space there "
+                    f"(rows are kept in memory and retried meanwhile). {message}")
+        if "Read-only file system" in message or "Permission denied" in message:
+            return f"cannot write the telemetry database in {self.db_path.parent}. {message}"
+        return message
 
     def _abandon(self, reason: str) -> None:
         items, lost = self._queue.drain()

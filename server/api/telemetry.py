@@ -9,12 +9,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.background import BackgroundTask
 
 from feedback import export, queries
+from feedback.writer import TelemetryWriteError
 from server.auth import ADMIN_RESPONSES, require_admin
 from server.completions import RequestError
 from server.schemas import BODY_REFUSALS, MAX_EVENTS_PER_BATCH, Error, Event, EventBatch, EventsStored, events_body_schema
@@ -64,7 +66,11 @@ async def _read(request: Request, query, *args):
         with closing(writer.reader()) as cursor:
             return query(cursor, *args)
 
-    return await asyncio.to_thread(run)
+    try:
+        return await asyncio.to_thread(run)
+    except (TelemetryWriteError, duckdb.ConnectionException, duckdb.FatalException, duckdb.IOException) as exc:
+        # The writer is reopening the database after a fatal I/O error (e.g. a full disk).
+        raise RequestError(503, f"telemetry database unavailable, retry later: {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:
