@@ -26,6 +26,8 @@ router = APIRouter()
 ADMIN = [Depends(require_admin)]
 _events = TypeAdapter(Event | EventBatch | list[Event])
 TELEMETRY_OFF = {409: {"model": Error, "description": "telemetry is off on this server"}}
+# What the read routes (_read) may answer besides their result.
+READ_REFUSALS = {**TELEMETRY_OFF, 503: {"model": Error, "description": "the telemetry database is unavailable now; retry"}}
 MAX_OFFSET = 2**63 - 1  # DuckDB's BIGINT: a larger OFFSET was a 500
 
 
@@ -81,7 +83,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(dict.fromkeys(problems)) or "invalid events"
 
 
-@router.get("/v1/metrics/acceptance", responses=TELEMETRY_OFF)
+@router.get("/v1/metrics/acceptance", responses=READ_REFUSALS)
 async def acceptance(request: Request, by: Literal["adapter", "language", "client", "day"] = "adapter",
                      since: datetime | None = None, until: datetime | None = None,
                      adapter: str | None = Query(None, description="only this adapter ('base' = no adapter)")):
@@ -90,7 +92,7 @@ async def acceptance(request: Request, by: Literal["adapter", "language", "clien
     return {"by": by, "rows": [asdict(r) for r in rows]}
 
 
-@router.get("/v1/logs", dependencies=ADMIN, responses={**ADMIN_RESPONSES, **TELEMETRY_OFF})
+@router.get("/v1/logs", dependencies=ADMIN, responses={**ADMIN_RESPONSES, **READ_REFUSALS})
 async def recent(request: Request, limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                  adapter: str | None = None, user: str | None = None):
     """Recent completions with their outcomes, newest first (what `codeloop logs` shows)."""
@@ -98,7 +100,7 @@ async def recent(request: Request, limit: int = Query(20, ge=1, le=1000), offset
 
 
 @router.get("/v1/feedback/export", response_class=FileResponse, dependencies=ADMIN,
-            responses={**ADMIN_RESPONSES, **TELEMETRY_OFF, 200: {"content": {"application/vnd.apache.parquet": {}}}})
+            responses={**ADMIN_RESPONSES, **READ_REFUSALS, 200: {"content": {"application/vnd.apache.parquet": {}}}})
 async def export_feedback(request: Request, since: datetime | None = None):
     """Parquet of completions joined with their outcomes, for the trainer."""
     folder = Path(tempfile.mkdtemp(prefix="codeloop-export-"))
