@@ -206,7 +206,7 @@ def seeded(model_dir, tmp_path_factory, browser):
 def empty(model_dir, tmp_path_factory, browser):
     server = start_server(model_dir, tmp_path_factory.mktemp("dashboard-empty"))
     try:
-        yield open_dashboard(browser, server.url, ARTIFACTS / "dashboard-empty.png")
+        yield {**open_dashboard(browser, server.url, ARTIFACTS / "dashboard-empty.png"), "server": server}
     finally:
         server.stop()
 
@@ -301,3 +301,32 @@ def test_empty_server_says_there_is_no_data_yet(empty):
     for mark in ("rate-point", "arm", "latency-bar", "chars-bar"):
         assert mark not in empty["marks"]
     assert [r["adapter"] for r in empty["marks"]["adapter-row"]] == ["base"]
+
+
+def test_with_auth_on_the_page_asks_for_a_token_then_shows_the_data(empty, browser):
+    """Runs last: the first token turns auth on for the `empty` server."""
+    import os
+    import subprocess
+    import sys
+
+    server = empty["server"]
+    made = subprocess.run([sys.executable, "-m", "codeloop.cli", "token", "create", "--user", "viewer"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "CODELOOP_DATA_DIR": str(server.data_dir),
+                                                      "CODELOOP_CONFIG": "/nonexistent.toml"})
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(server.url + "/", wait_until="domcontentloaded")
+        page.wait_for_selector("#token-form:not([hidden])", timeout=30_000)
+        assert "needs `Authorization: Bearer <token>`" in page.inner_text("body")  # the server's 401, shown
+        assert page.query_selector('[data-mark="adapter-row"]') is None  # nothing fetched without a token
+        page.fill("#token", token)
+        page.click("#token-form button[type=submit]")
+        page.wait_for_selector('[data-mark="adapter-row"]', timeout=30_000)
+        assert page.is_hidden("#token-form")
+        assert page.evaluate("() => localStorage.getItem('codeloop.token')") == token
+        page.screenshot(path=str(ARTIFACTS / "dashboard-token.png"), full_page=True)
+    finally:
+        page.close()
+
