@@ -8,6 +8,7 @@ before an unload still runs with its adapter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import threading
@@ -17,9 +18,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from server.engines.base import CancelStats, Completion, EngineBusy, EngineError, GenerationParams, LoraLimits
+
+
+# Prompt tokens read per step before generation starts; a cancel is noticed between steps.
+PREFILL_CHUNK = 128
 
 
 @dataclass
@@ -167,15 +172,12 @@ class TransformersEngine:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            if self._peft is None:
-                out = self._model.generate(ids, **kwargs)
-            elif adapter is None:
-                with self._peft.disable_adapter():
-                    out = self._peft.generate(input_ids=ids, **kwargs)
+        with torch.inference_mode(), self._serving(adapter) as model:
+            cache = self._prefill(model, ids, job)
+            if cache is None:  # cancelled while reading the prompt
+                out = ids
             else:
-                self._peft.set_adapter(adapter)
-                out = self._peft.generate(input_ids=ids, **kwargs)
+                out = model.generate(input_ids=ids, cache=cache, **kwargs)
         new_ids = out[0, prompt_len:]
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
         finish = "length"
@@ -200,6 +202,29 @@ class TransformersEngine:
             first_token_ms=None if watch.first_token_at is None else (watch.first_token_at - started) * 1000,
             adapter=adapter,
         )
+
+    @contextlib.contextmanager
+    def _serving(self, adapter: str | None):
+        """The model to run, with `adapter` switched on (None: the base, adapters off)."""
+        if self._peft is None:
+            yield self._model
+        elif adapter is None:
+            with self._peft.disable_adapter():
+                yield self._peft
+        else:
+            self._peft.set_adapter(adapter)
+            yield self._peft
+
+    def _prefill(self, model, ids: torch.Tensor, job: _Job) -> DynamicCache | None:
+        """Read all but the prompt's last token into a cache, PREFILL_CHUNK tokens at a time,
+        checking for a cancel between chunks: under load a long prompt can take seconds, and
+        an editor that typed on should not keep the engine busy that long. None: cancelled."""
+        cache = DynamicCache()
+        for start in range(0, ids.shape[1] - 1, PREFILL_CHUNK):
+            if job.cancel.is_set():
+                return None
+            model(input_ids=ids[:, start:min(start + PREFILL_CHUNK, ids.shape[1] - 1)], cache=cache, use_cache=True)
+        return cache
 
     def _eos_ids(self) -> set[int]:
         eos = self._model.generation_config.eos_token_id

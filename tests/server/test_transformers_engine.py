@@ -134,3 +134,30 @@ async def test_cancelled_waiting_jobs_do_not_fill_the_queue(engine):
     running.cancel()
     assert (await fresh).completion_tokens == 1
     await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_long_prompts_are_read_in_chunks_with_the_same_answer(engine, tiny_adapters, monkeypatch):
+    from server.engines import transformers_engine
+
+    prompt = "def add(a, b):\n    return a + b\n" * 30  # ~300 tokens: three chunks of 128
+    await engine.load_adapter("c@1", tiny_adapters[0])
+    whole = {}
+    monkeypatch.setattr(transformers_engine, "PREFILL_CHUNK", 10_000)
+    for adapter in (None, "c@1"):
+        whole[adapter] = await engine.complete(prompt, GREEDY, adapter)
+    monkeypatch.setattr(transformers_engine, "PREFILL_CHUNK", 128)
+    for adapter in (None, "c@1"):
+        chunked = await engine.complete(prompt, GREEDY, adapter)
+        assert chunked.prompt_tokens > 256 and chunked.text == whole[adapter].text
+    assert whole[None].text != whole["c@1"].text  # the adapter was really on while reading the prompt
+
+
+def test_a_job_cancelled_while_reading_the_prompt_generates_nothing(engine):
+    """The worker's generation function, called directly with a job cancelled mid-prefill."""
+    from server.engines.transformers_engine import _Job
+
+    job = _Job(run=None, loop=None, future=None)
+    job.cancel.set()
+    result = engine._generate(job, "x = 1\n" * 100, GenerationParams(max_tokens=50), None)
+    assert result.finish_reason == "cancelled" and result.completion_tokens == 0 and result.text == ""
+    assert result.first_token_ms is None
