@@ -14,13 +14,20 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 
 from tests.conftest import REPO, metric, start_server
-from tests.faults.conftest import (check_database, complete, event_key, fill, health, shown_events, stored_events,
-                                   wait_health)
+from tests.faults.conftest import (
+    check_database,
+    complete,
+    event_key,
+    fill,
+    health,
+    shown_events,
+    stored_events,
+    wait_health,
+)
 
 BATCH = 200
 
