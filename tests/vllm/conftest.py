@@ -3,6 +3,7 @@ installs) serving the real default model with runtime LoRA, once per test sessio
 codeloop server in front of it on the `vllm-remote` engine."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import REPO, free_port, start_server, wait_healthy
@@ -24,6 +26,7 @@ VLLM_ENV = {
 }
 
 
+@functools.cache
 def vllm_missing_reason() -> str | None:
     if not VLLM_PYTHON.exists():
         return (f"!!! REAL vLLM NOT TESTED: no vLLM environment at {VLLM_PYTHON} "
@@ -40,6 +43,7 @@ class VllmProcess:
     proc: subprocess.Popen
     log_path: Path
     args: list
+    env: dict
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -53,18 +57,32 @@ class VllmProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
+    def kill(self) -> None:
+        """kill -9, with its engine processes (its own process group): a crash, not a shutdown."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
-def start_vllm(model_dir: Path, log_dir: Path, *, port: int | None = None, max_loras: int = 4, timeout: float = 420) -> VllmProcess:
+    def launch(self) -> None:
+        """Start (again, on the same port); returns at once (see wait_ready)."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 420) -> None:
+        wait_healthy("vLLM", self.proc, self.url + "/health", self.log, timeout, self.stop)
+
+
+def start_vllm(model_dir: Path, log_dir: Path, *, port: int | None = None, max_loras: int = 4, kv_cache_gib: int = 2,
+               timeout: float = 420, wait: bool = True) -> VllmProcess:
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"vllm-{port}.log"
     args = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", "base", "--enable-lora", "--max-lora-rank", "16", "--max-loras", str(max_loras),
             "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32"]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(args, env={**os.environ, **VLLM_ENV}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    vllm = VllmProcess(f"http://127.0.0.1:{port}", proc, log_path, args)
-    wait_healthy("vLLM", proc, vllm.url + "/health", vllm.log, timeout, vllm.stop)
+    env = {**os.environ, **VLLM_ENV, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
+    vllm = VllmProcess(f"http://127.0.0.1:{port}", None, log_dir / f"vllm-{port}.log", args, env)  # type: ignore[arg-type]
+    vllm.launch()
+    if wait:
+        vllm.wait_ready(timeout)
     return vllm
 
 
@@ -85,6 +103,42 @@ def remote_server(model_dir, vllm, tmp_path_factory):
     server = start_server(model_dir, data, env={
         "CODELOOP_ENGINE": "vllm-remote", "CODELOOP_VLLM_URLS": json.dumps([vllm.url]), "CODELOOP_VLLM_RECONCILE_S": "2"})
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_b_launched(model_dir, tmp_path_factory):
+    """A second replica, starting (1 GiB of KV cache: it serves only a few short requests).
+    Module-scoped: shared by the failover tests, and gone before the in-process vLLM starts."""
+    reason = vllm_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    proc = start_vllm(model_dir, tmp_path_factory.mktemp("vllm-b"), kv_cache_gib=1, wait=False)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_b(vllm_b_launched, vllm):
+    """The second replica, ready: the one the failover tests kill and restart on the same port.
+    Launched before `vllm` is waited for, so that the two start together when neither runs yet."""
+    vllm_b_launched.wait_ready()
+    return vllm_b_launched
+
+
+@pytest.fixture(scope="module")
+def failover_server(model_dir, vllm_b, vllm, tmp_path_factory):
+    """codeloop serve with engine = vllm-remote in front of two replicas: the session's vLLM
+    (shared with remote_server, so its adapters here have names of their own) and vllm_b."""
+    data = tmp_path_factory.mktemp("codeloop-on-two-vllms")
+    server = start_server(model_dir, data, env={
+        "CODELOOP_ENGINE": "vllm-remote", "CODELOOP_VLLM_URLS": json.dumps([vllm.url, vllm_b.url]),
+        "CODELOOP_VLLM_RECONCILE_S": "1", "CODELOOP_VLLM_TIMEOUT_S": "120"})
+    yield server
+    # Leave the shared vLLM with only the adapters the other tests loaded.
+    httpx.post(server.url + "/v1/adapters/base/promote", timeout=60)
+    for adapter in httpx.get(server.url + "/v1/adapters", timeout=60).json()["adapters"]:
+        httpx.delete(server.url + f"/v1/adapters/{adapter['name']}", timeout=120)
     server.stop()
 
 
