@@ -70,7 +70,7 @@ def test_missing_or_wrong_tokens_get_401_with_the_same_message_for_unknown_and_r
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
     assert "Authorization: Bearer" in missing.json()["error"]
     bob = new_token(auth_server.data_dir, "bob")
-    assert complete(auth_server, bearer(bob), user="bob").status_code == 200  # picked up without a restart
+    eventually(lambda: complete(auth_server, bearer(bob), user="bob").status_code == 200)  # picked up without a restart
     wrong = complete(auth_server, bearer(bob[:-2] + "xx"))
     token_id = bob.split("_")[1]
     revoked = cli(auth_server.data_dir, "token", "revoke", token_id)
