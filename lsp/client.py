@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import httpx
 
@@ -44,7 +45,7 @@ class ServerClient:
     """One pooled async client. Cancelling a call closes its connection, which the server
     sees as a disconnect and stops the engine for."""
 
-    def __init__(self, base_url: str, token: str | None, timeout_s: float) -> None:
+    def __init__(self, base_url: str, token: str | None, timeout_s: float, on_auth_refused: Callable[[str], None] | None = None) -> None:
         headers = {"User-Agent": "codeloop-lsp"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -52,6 +53,10 @@ class ServerClient:
         self.last_route: Route | None = None
         self.busy_until = 0.0  # monotonic time before which completions are not asked for (429)
         self.busy_answers = 0
+        # Told once per client (i.e. per token setting) when the server refuses the token:
+        # otherwise the editor would just never show a suggestion, with no hint why.
+        self.on_auth_refused = on_auth_refused
+        self.auth_refused = False
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
@@ -75,6 +80,10 @@ class ServerClient:
                 return None
             if resp.status_code >= 500:
                 raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
+            if resp.status_code in (401, 403) and not self.auth_refused:
+                self.auth_refused = True
+                if self.on_auth_refused is not None:
+                    self.on_auth_refused(_error_text(resp))
             log.warning("completion refused: HTTP %d: %s", resp.status_code, _error_text(resp))
             return None
         data = resp.json()

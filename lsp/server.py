@@ -76,9 +76,13 @@ class CodeloopLanguageServer(LanguageServer):
         self.tracker = Tracker(self._emit, self._schedule, config.retention_s)
         self.completer = Completer(config, self.store, self.tracker, self.client)
 
-    @staticmethod
-    def _client(config: LspConfig) -> ServerClient:
-        return ServerClient(config.server_url, config.token, config.timeout_ms / 1000)
+    def _client(self, config: LspConfig) -> ServerClient:
+        return ServerClient(config.server_url, config.token, config.timeout_ms / 1000, on_auth_refused=self._token_refused)
+
+    def _token_refused(self, message: str) -> None:
+        self.window_show_message(types.ShowMessageParams(
+            types.MessageType.Error, f"codeloop: the completion server refused the token: {message} "
+                                     "Set the token setting (codeloop.token in VS Code) to a token from its operator."))
 
     def _emit(self, kind: str, completion_id: str, **fields) -> None:
         self.sender.record(kind, completion_id, **fields)

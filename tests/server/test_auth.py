@@ -197,7 +197,10 @@ async def test_the_language_server_sends_its_token_setting(auth_server, tokens, 
     async with lsp_session(auth_server.url, tmp_path / "no-token", {"maxTokens": 2}) as client:
         open_doc(client, uri, code)
         assert not (await inline(client, uri, 1, 10)).items  # 401: no suggestion, no crash
+        assert not (await inline(client, uri, 1, 10)).items
         assert (await stats(client)).events_refused == 0
+        told = [m.message for m in client.messages if "refused the token" in m.message]
+        assert len(told) == 1 and "Authorization: Bearer" in told[0]  # once, with the server's reason
     eventually(lambda: httpx.get(auth_server.url + "/v1/adapters", headers=bearer(erin)).status_code == 200)
     async with lsp_session(auth_server.url, tmp_path / "token", {"maxTokens": 2, "token": erin}) as client:
         open_doc(client, uri, code)
