@@ -5,8 +5,8 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 
-from server.auth import ADMIN_RESPONSES, require_admin
 from server.adapters import AdapterError, AdapterRegistry
+from server.auth import ADMIN_RESPONSES, require_admin
 from server.schemas import BODY_REFUSALS, AdapterInfo, AdapterList, AdapterLoad, Error
 
 router = APIRouter()

@@ -7,8 +7,8 @@ import logging
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
-from server.auth import ADMIN_RESPONSES, require_admin
 from server.api.telemetry import telemetry_of
+from server.auth import ADMIN_RESPONSES, require_admin
 from server.completions import RequestError
 from server.schemas import Error, UserForgotten
 
