@@ -22,7 +22,7 @@ from tests.faults.conftest import (
     shown_events,
     stored_events,
 )
-from tests.lsp.conftest import inline, insert, open_doc, start_lsp, stats
+from tests.lsp.conftest import insert, start_lsp, suggest_in_each, wait_stats
 
 BATCH = 200  # events per POST: big enough that the kill lands inside commits
 STREAMS = 2
@@ -135,17 +135,6 @@ DOCS = ["def add(a, b):\n    return", "def square(x):\n    return", "def is_even
         "def neg(v):\n    return"]
 
 
-async def wait_stats(client, check, timeout=90):
-    deadline = asyncio.get_running_loop().time() + timeout
-    current = None
-    while asyncio.get_running_loop().time() < deadline:
-        current = await stats(client)
-        if check(current):
-            return current
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"language server stats never satisfied the check: {current}")
-
-
 async def test_kill_9_of_the_server_while_the_language_server_sends_events(model_dir, tmp_path):
     """Accepts, and the retention checks after them, produce events in a burst; the server
     is killed -9 while they are being posted and restarted on the same port. The language
@@ -154,15 +143,7 @@ async def test_kill_9_of_the_server_while_the_language_server_sends_events(model
     port = int(server.url.rsplit(":", 1)[1])
     lsp = await start_lsp(server.url, tmp_path / "lsp", {**RETENTION, "eventFlushMs": 0})
     try:
-        items = []
-        for i, code in enumerate(DOCS):
-            uri = f"file:///work/faults/k{i}.py"
-            open_doc(lsp, uri, code)
-            line, ch = 1, len(code.splitlines()[1])
-            result = await inline(lsp, uri, line, ch)
-            assert result.items, f"no suggestion for {code!r}"
-            items.append((uri, line, ch, result.items[0]))
-        await wait_stats(lsp, lambda s: s.events_sent == len(DOCS) and s.events_unsent == 0)  # shown, committed
+        items = await suggest_in_each(lsp, DOCS, "faults", timeout=90)  # and their shown events committed
 
         for uri, line, ch, item in items:  # accepted now, retained at 0.5, 1 and 1.5 s
             insert(lsp, uri, 2, line, ch, item.insert_text)
@@ -173,7 +154,7 @@ async def test_kill_9_of_the_server_while_the_language_server_sends_events(model
         server.stop(signal.SIGKILL)
         assert server.proc.returncode == -signal.SIGKILL
         expected = len(DOCS) * (2 + len(RETENTION["retentionSeconds"]))  # shown, accepted, retained ×3
-        await wait_stats(lsp, lambda s: s.events_sent + s.events_unsent >= expected and s.events_unsent > 0)
+        await wait_stats(lsp, lambda s: s.events_sent + s.events_unsent >= expected and s.events_unsent > 0, timeout=90)
 
         server = start_server(model_dir, tmp_path / "server", port=port)
         done = await wait_stats(lsp, lambda s: s.events_unsent == 0 and s.events_sent >= expected, timeout=120)

@@ -69,6 +69,32 @@ async def stats(client) -> dict:
     return await client.protocol.send_request_async("codeloop/stats", {})
 
 
+async def wait_stats(client, check, timeout: float = 60):
+    """Poll codeloop/stats until `check(stats)` holds; the stats."""
+    deadline, current = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        current = await stats(client)
+        if check(current):
+            return current
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"language server stats never satisfied the check: {current}")
+
+
+async def suggest_in_each(client, docs: list[str], folder: str, timeout: float = 60) -> list[tuple]:
+    """Open each two-line document, ask for a suggestion at the end of its second line, and
+    wait until their shown events are delivered: (uri, line, character, item) per document."""
+    items = []
+    for i, code in enumerate(docs):
+        uri = f"file:///work/{folder}/m{i}.py"
+        open_doc(client, uri, code)
+        line, ch = 1, len(code.splitlines()[1])
+        result = await inline(client, uri, line, ch)
+        assert result.items, f"no suggestion for {code!r}"
+        items.append((uri, line, ch, result.items[0]))
+    await wait_stats(client, lambda s: s.events_sent == len(docs) and s.events_unsent == 0, timeout)
+    return items
+
+
 def wait_for_outcome(server_url: str, completion_id: str, check, timeout: float = 30) -> dict:
     """Poll /v1/logs (the server's DuckDB rows) until `check(row)` holds; the row."""
     deadline, row = time.monotonic() + timeout, None

@@ -1,27 +1,15 @@
 """No event is lost while the server is down, nor when the language server is killed:
 events made during an outage are spooled, and delivered exactly once when it comes back."""
-import asyncio
 import signal
-import time
 
 import duckdb
 from lsprotocol import types
 
 from tests.conftest import start_server
-from tests.lsp.conftest import inline, insert, open_doc, start_lsp, stats
+from tests.lsp.conftest import insert, start_lsp, suggest_in_each, wait_stats
 
 RETENTION = {"retentionSeconds": [0.5, 1.0]}
 DOCS = ["def add(a, b):\n    return", "def square(x):\n    return", "def is_even(n):\n    return"]
-
-
-async def wait_stats(client, check, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = await stats(client)
-        if check(current):
-            return current
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"language server stats never satisfied the check: {current}")
 
 
 async def test_events_made_during_an_outage_and_a_kill_arrive_exactly_once(model_dir, tmp_path):
@@ -30,15 +18,7 @@ async def test_events_made_during_an_outage_and_a_kill_arrive_exactly_once(model
     lsp_data = tmp_path / "lsp"
     first = await start_lsp(server.url, lsp_data, RETENTION)
     try:
-        items = []
-        for i, code in enumerate(DOCS):
-            uri = f"file:///work/outage/m{i}.py"
-            open_doc(first, uri, code)
-            line, ch = 1, len(code.splitlines()[1])
-            result = await inline(first, uri, line, ch)
-            assert result.items, f"no suggestion for {code!r}"
-            items.append((uri, line, ch, result.items[0]))
-        await wait_stats(first, lambda s: s.events_sent == len(DOCS) and s.events_unsent == 0)  # the shown events
+        items = await suggest_in_each(first, DOCS, "outage")  # and their shown events delivered
 
         server.stop()  # the outage
         for uri, line, ch, item in items:
