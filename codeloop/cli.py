@@ -68,7 +68,7 @@ def up(host, port) -> None:
                 f"  metrics:    {base}/metrics",
                 "  editors:    see README.md, section 'Editors'",
                 f"  data:       {settings.data_dir}",
-                f"  bound to {settings.host}: " + ("reachable from this machine only" if settings.host in ("127.0.0.1", "localhost", "::1") else "REACHABLE FROM OTHER MACHINES"),
+                f"  bound to {settings.host}: " + ("reachable from this machine only" if settings.local_only else "REACHABLE FROM OTHER MACHINES"),
                 "",
             ]
         )

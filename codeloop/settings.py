@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         return self.data_dir / "telemetry.duckdb"
 
     @property
+    def local_only(self) -> bool:
+        """Whether `host` is a loopback address: only this machine can reach the server."""
+        return self.host in ("127.0.0.1", "localhost", "::1")
+
+    @property
     def auth_tokens_path(self) -> Path:
         return self.auth_tokens_file or self.data_dir / "auth_tokens.json"
 

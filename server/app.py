@@ -133,7 +133,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
 
 def _announce_exposure(settings, tokens: TokenStore) -> None:
     """Say at start who can reach the API: the address it binds and whether it needs tokens."""
-    local = settings.host in ("127.0.0.1", "localhost", "::1")
+    local = settings.local_only
     where = f"{settings.host}:{settings.port} ({'this machine only' if local else 'REACHABLE FROM OTHER MACHINES'})"
     if tokens.enabled:
         log.info("listening on %s; auth ON: %d active token(s) in %s", where, tokens.active_count(), tokens.path)
