@@ -25,7 +25,7 @@ from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, make_engine
 from server.limits import RequestBodyGuard
 from server.metrics import RequestMetrics, ServerMetrics
-from server.ratelimit import RateLimiter
+from server.ratelimit import RateLimiter, retry_after_header
 from server.schemas import Error
 from server.tokens import TokenStore
 
@@ -163,7 +163,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        headers = None if exc.retry_after is None else {"Retry-After": retry_after_header(exc.retry_after)}
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(EngineBusy)
     async def engine_busy(request: Request, exc: EngineBusy):

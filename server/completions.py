@@ -14,11 +14,13 @@ from server.schemas import Choice, CompletionRequest, CompletionResponse, Timing
 
 
 class RequestError(Exception):
-    """The request is well-formed JSON but cannot be served as asked (HTTP `status`)."""
+    """The request is well-formed JSON but cannot be served as asked (HTTP `status`);
+    `retry_after` (seconds) when asking again later will work."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class CompletionService:

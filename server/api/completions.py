@@ -4,10 +4,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from server.auth import principal_of
-from server.ratelimit import retry_after_header
+from server.completions import RequestError
 from server.schemas import BODY_REFUSALS, CompletionRequest, CompletionResponse, Error
 
 router = APIRouter()
@@ -26,9 +26,8 @@ async def create_completion(body: CompletionRequest, request: Request):
     wait = request.app.state.rate_limiter.acquire(body.user or _client_address(request))
     if wait:
         request.app.state.metrics.rate_limited.inc()
-        return JSONResponse({"error": f"too many completion requests from this user; retry in {wait:.1f} s "
-                                      "(settings rate_limit_per_minute, rate_limit_burst)"},
-                            status_code=429, headers={"Retry-After": retry_after_header(wait)})
+        raise RequestError(429, f"too many completion requests from this user; retry in {wait:.1f} s "
+                                "(settings rate_limit_per_minute, rate_limit_burst)", retry_after=wait)
     # The engine work runs as a task so that a client that hangs up cancels it: the engine
     # then stops within a token or two instead of finishing for nobody.
     task = asyncio.create_task(request.app.state.service.complete(body))
