@@ -123,5 +123,6 @@ class CompletionService:
         if result.first_token_ms is not None:
             m.first_token_seconds.observe(result.first_token_ms / 1000)
         m.prompt_tokens.inc(result.prompt_tokens)
+        m.cached_prompt_tokens.inc(result.cached_prompt_tokens)
         m.completion_tokens.labels(label).inc(result.completion_tokens)
         m.completions.labels(label, result.finish_reason).inc()

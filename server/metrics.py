@@ -17,6 +17,7 @@ class ServerMetrics:
         self.queue_seconds = Histogram("codeloop_queue_seconds", "time a completion waited for the engine", buckets=LATENCY_BUCKETS, registry=r)
         self.first_token_seconds = Histogram("codeloop_time_to_first_token_seconds", "time to the first generated token", buckets=LATENCY_BUCKETS, registry=r)
         self.prompt_tokens = Counter("codeloop_prompt_tokens", "prompt tokens sent to the engine", registry=r)
+        self.cached_prompt_tokens = Counter("codeloop_cached_prompt_tokens", "prompt tokens the engine reused from an earlier prompt instead of reading them", registry=r)
         self.completion_tokens = Counter("codeloop_completion_tokens", "tokens generated", ["adapter"], registry=r)
         self.completions = Counter("codeloop_completions", "completions by how they finished", ["adapter", "finish_reason"], registry=r)
         self.tokens_after_cancel = Histogram("codeloop_tokens_after_cancel", "tokens generated after a client went away", buckets=(0, 1, 2, 4, 8, 16, 64), registry=r)

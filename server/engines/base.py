@@ -25,6 +25,7 @@ class Completion:
     engine_ms: float
     first_token_ms: float | None = None
     adapter: str | None = None
+    cached_prompt_tokens: int = 0  # of prompt_tokens, those the engine did not have to read again
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from server.engines.base import CancelStats, Completion, EngineBusy, EngineError, GenerationParams, LoraLimits
+from server.engines.prefix_cache import PrefixCache
 
 
 # Prompt tokens read per step before generation starts; a cancel is noticed between steps.
@@ -79,6 +80,7 @@ class TransformersEngine:
         self._thread: threading.Thread | None = None
         self._adapters: dict[str, Path] = {}
         self._peft = None  # PeftModel once the first adapter is loaded
+        self._prefix_cache = PrefixCache()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         # Adapters name their base by hub name or local path; both end in the folder name.
         self.model_name = self.model_dir.name
@@ -173,11 +175,12 @@ class TransformersEngine:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode(), self._serving(adapter) as model:
-            cache = self._prefill(model, ids, job)
-            if cache is None:  # cancelled while reading the prompt
-                out = ids
-            else:
+            cache, reused = self._prefix_cache.take(adapter, ids)
+            if self._prefill(model, ids, cache, reused, job):
                 out = model.generate(input_ids=ids, cache=cache, **kwargs)
+            else:  # cancelled while reading the prompt; what was read is kept all the same
+                out = ids
+            self._prefix_cache.put(adapter, out[0], cache)
         new_ids = out[0, prompt_len:]
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
         finish = "length"
@@ -201,6 +204,7 @@ class TransformersEngine:
             engine_ms=(done - started) * 1000,
             first_token_ms=None if watch.first_token_at is None else (watch.first_token_at - started) * 1000,
             adapter=adapter,
+            cached_prompt_tokens=reused,
         )
 
     @contextlib.contextmanager
@@ -215,16 +219,16 @@ class TransformersEngine:
             self._peft.set_adapter(adapter)
             yield self._peft
 
-    def _prefill(self, model, ids: torch.Tensor, job: _Job) -> DynamicCache | None:
-        """Read all but the prompt's last token into a cache, PREFILL_CHUNK tokens at a time,
-        checking for a cancel between chunks: under load a long prompt can take seconds, and
-        an editor that typed on should not keep the engine busy that long. None: cancelled."""
-        cache = DynamicCache()
-        for start in range(0, ids.shape[1] - 1, PREFILL_CHUNK):
+    def _prefill(self, model, ids: torch.Tensor, cache: DynamicCache, start: int, job: _Job) -> bool:
+        """Read the prompt from token `start` (what `cache` already holds) up to, not including,
+        its last token, PREFILL_CHUNK tokens at a time, checking for a cancel between chunks:
+        under load a long prompt can take seconds, and an editor that typed on should not keep
+        the engine busy that long. False: cancelled (the cache holds what was read)."""
+        for chunk in range(start, ids.shape[1] - 1, PREFILL_CHUNK):
             if job.cancel.is_set():
-                return None
-            model(input_ids=ids[:, start:min(start + PREFILL_CHUNK, ids.shape[1] - 1)], cache=cache, use_cache=True)
-        return cache
+                return False
+            model(input_ids=ids[:, chunk:min(chunk + PREFILL_CHUNK, ids.shape[1] - 1)], cache=cache, use_cache=True)
+        return True
 
     def _eos_ids(self) -> set[int]:
         eos = self._model.generation_config.eos_token_id
@@ -251,6 +255,7 @@ class TransformersEngine:
         except Exception as exc:
             raise EngineError(f"peft could not load {path}: {exc}") from exc
         self._adapters[name] = path
+        self._prefix_cache.clear()
 
     async def unload_adapter(self, name: str) -> None:
         await self._submit(lambda job: self._unload(name), bounded=False)
@@ -265,6 +270,7 @@ class TransformersEngine:
         else:
             self._peft.delete_adapter(name)
         del self._adapters[name]
+        self._prefix_cache.clear()
 
     def adapters(self) -> list[str]:
         return sorted(self._adapters)

@@ -105,7 +105,8 @@ class VllmEngine:
             text=out.text, finish_reason="stop" if out.finish_reason == "stop" else "length",
             prompt_tokens=len(final.prompt_token_ids or []), completion_tokens=len(out.token_ids), queue_ms=0.0,
             engine_ms=round((done - started) * 1000, 2),
-            first_token_ms=round((first_token_at - started) * 1000, 2) if first_token_at else None, adapter=adapter)
+            first_token_ms=round((first_token_at - started) * 1000, 2) if first_token_at else None, adapter=adapter,
+            cached_prompt_tokens=getattr(final, "num_cached_tokens", None) or 0)  # vLLM's prefix caching
 
     async def load_adapter(self, name: str, path: Path) -> None:
         from vllm.lora.request import LoRARequest

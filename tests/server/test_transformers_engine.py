@@ -146,8 +146,10 @@ async def test_long_prompts_are_read_in_chunks_with_the_same_answer(engine, tiny
     for adapter in (None, "c@1"):
         whole[adapter] = await engine.complete(prompt, GREEDY, adapter)
     monkeypatch.setattr(transformers_engine, "PREFILL_CHUNK", 128)
+    engine._prefix_cache.clear()  # read the prompt again rather than reuse it
     for adapter in (None, "c@1"):
         chunked = await engine.complete(prompt, GREEDY, adapter)
+        assert chunked.cached_prompt_tokens == 0
         assert chunked.prompt_tokens > 256 and chunked.text == whole[adapter].text
     assert whole[None].text != whole["c@1"].text  # the adapter was really on while reading the prompt
 
@@ -161,3 +163,73 @@ def test_a_job_cancelled_while_reading_the_prompt_generates_nothing(engine):
     result = engine._generate(job, "x = 1\n" * 100, GenerationParams(max_tokens=50), None)
     assert result.finish_reason == "cancelled" and result.completion_tokens == 0 and result.text == ""
     assert result.first_token_ms is None
+
+
+# --- reusing the last prompt's KV cache ------------------------------------------------------
+FILE = "def add(a, b):\n    return a + b\n\n\n" * 12  # ~170 tokens of "file above the cursor"
+
+
+async def fresh(engine, prompt, adapter=None, params=GREEDY):
+    """The answer with nothing reused."""
+    engine._prefix_cache.clear()
+    result = await engine.complete(prompt, params, adapter)
+    assert result.cached_prompt_tokens == 0
+    return result
+
+
+async def test_a_prompt_that_extends_the_last_one_reads_only_the_new_tokens(engine):
+    typed = FILE + "def mul(a, b):\n    return"
+    expected = await fresh(engine, typed)
+    await fresh(engine, FILE)
+    reused = await engine.complete(typed, GREEDY, None)
+    assert reused.text == expected.text  # same greedy answer as reading everything
+    assert reused.prompt_tokens == expected.prompt_tokens
+    # All of FILE's tokens but its last (whose merge with the next text may differ) at most.
+    assert 0.9 * (reused.prompt_tokens - 12) <= reused.cached_prompt_tokens < reused.prompt_tokens
+
+
+async def test_typing_what_was_suggested_reuses_the_generated_tokens_too(engine):
+    prompt = FILE + "def mul(a, b):"
+    first = await fresh(engine, prompt)
+    accepted = await engine.complete(prompt + first.text, GREEDY, None)
+    assert accepted.cached_prompt_tokens > first.prompt_tokens
+
+
+async def test_a_prompt_that_starts_differently_reuses_nothing(engine):
+    await fresh(engine, FILE)
+    other = await engine.complete("import os\n" + FILE, GREEDY, None)
+    assert other.cached_prompt_tokens == 0
+
+
+async def test_the_cache_is_kept_per_adapter_and_dropped_when_adapters_change(engine, tiny_adapters):
+    await engine.load_adapter("c@1", tiny_adapters[0])
+    with_adapter = await fresh(engine, FILE, "c@1")
+    await engine.complete(FILE, GREEDY, None)  # the base's keys and values for the same text
+    first = await engine.complete(FILE, GREEDY, "c@1")  # must not be served from the base's
+    assert first.text == with_adapter.text and first.cached_prompt_tokens > 0  # its own entry
+    base = await engine.complete(FILE, GREEDY, None)
+    assert base.cached_prompt_tokens > 0 and base.text != with_adapter.text
+    await engine.load_adapter("c@2", tiny_adapters[1])
+    assert (await engine.complete(FILE, GREEDY, None)).cached_prompt_tokens == 0
+    await engine.unload_adapter("c@2")
+    assert (await engine.complete(FILE, GREEDY, "c@1")).cached_prompt_tokens == 0
+
+
+def test_what_a_cancelled_job_read_is_reused_by_the_next(engine, monkeypatch):
+    """Cancelled after the first chunk of the prompt (a forward hook sets the cancel): the
+    next request for the same prompt starts after that chunk. The worker's generation
+    function is called directly."""
+    from server.engines import transformers_engine
+    from server.engines.transformers_engine import _Job
+
+    monkeypatch.setattr(transformers_engine, "PREFILL_CHUNK", 64)
+    engine._prefix_cache.clear()
+    job = _Job(run=None, loop=None, future=None)
+    hook = engine._model.register_forward_hook(lambda *args: job.cancel.set())
+    try:
+        cut = engine._generate(job, FILE, GREEDY, None)
+    finally:
+        hook.remove()
+    assert cut.finish_reason == "cancelled" and cut.completion_tokens == 0
+    again = engine._generate(_Job(run=None, loop=None, future=None), FILE, GREEDY, None)
+    assert again.cached_prompt_tokens == 64 and again.completion_tokens == GREEDY.max_tokens
