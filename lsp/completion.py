@@ -25,6 +25,22 @@ from lsp.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+# The prefix window's start moves in steps of 1/WINDOW_STEPS of its size, to a line start,
+# rather than with every keystroke: prompts that start the same way let the engine reuse
+# what it read for the previous one (the embedded engine's prefix cache, vLLM's prefix caching).
+WINDOW_STEPS = 4
+
+
+def prefix_start(text: str, origin: int, size: int) -> int:
+    """Where the prefix sent for a cursor at `origin` starts: at most `size` characters back,
+    and the same offset while the cursor moves on by up to size / WINDOW_STEPS characters."""
+    if origin <= size:
+        return 0
+    step = max(1, size // WINDOW_STEPS)
+    start = -(-(origin - size) // step) * step  # rounded up to a multiple of step
+    newline = text.find("\n", start - 1, origin)
+    return newline + 1 if newline != -1 else start
+
 
 @dataclass
 class Stats:
@@ -108,7 +124,7 @@ class Completer:
             origin, head = selected.start, selected.text
         else:
             origin, head = offset, ""
-        prefix = doc.text[max(0, origin - cfg.prefix_chars):origin] + head
+        prefix = doc.text[prefix_start(doc.text, origin, cfg.prefix_chars):origin] + head
         suffix = doc.text[offset:offset + cfg.suffix_chars]
         key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, cfg.server_url)
 

@@ -27,6 +27,12 @@ __all__ = [
 # budget * _CHARS_PER_TOKEN characters holds at least `budget` tokens while keeping a
 # 100 kB document from being tokenized whole.
 _CHARS_PER_TOKEN = 8
+# A prefix cut to the budget loses its head in steps of this many characters (to a line start)
+# rather than one more character per keystroke: while the user types, the prompt keeps
+# starting the same way, so the engine can reuse what it read for the previous one. Only
+# for prefixes kept longer than _STEADY_MIN_CHARS, where the step is a small share.
+_CUT_STEP_CHARS = 256
+_STEADY_MIN_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def trim_to_budget(
     suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets)))
     pre_keep = min(len(pre_offsets), budget - suf_keep)
 
-    new_prefix = _keep_last(pre_window, pre_offsets, pre_keep, pre_cut)
+    new_prefix = _steady_cut(prefix, _keep_last(pre_window, pre_offsets, pre_keep, pre_cut))
     new_suffix = _keep_first(suf_window, suf_offsets, suf_keep, suf_cut)
     return Trimmed(
         new_prefix, new_suffix, _count(tokenizer, new_prefix), _count(tokenizer, new_suffix)
@@ -261,6 +267,19 @@ def _keep_last(window: str, offsets: list[tuple[int, int]], keep: int, was_cut: 
     if newline != -1 and kept[newline + 1 :].strip():
         return kept[newline + 1 :]
     return kept
+
+
+def _steady_cut(prefix: str, kept: str) -> str:
+    """`kept` (the end of `prefix`), or less of it: cut at the next multiple of _CUT_STEP_CHARS
+    from the prefix's start, then at the next line start."""
+    cut = len(prefix) - len(kept)
+    if cut == 0 or len(kept) < _STEADY_MIN_CHARS:
+        return kept
+    start = -(-cut // _CUT_STEP_CHARS) * _CUT_STEP_CHARS
+    newline = prefix.find("\n", start - 1, len(prefix) - 1)
+    if newline != -1:
+        start = newline + 1
+    return prefix[start:] if len(prefix) - start >= _STEADY_MIN_CHARS // 2 else kept
 
 
 def _keep_first(window: str, offsets: list[tuple[int, int]], keep: int, was_cut: bool) -> str:

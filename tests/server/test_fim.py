@@ -245,3 +245,20 @@ def test_build_prompt_sentinels_over_budget_give_empty_halves(smol_tokenizer) ->
     assert (built.prefix, built.suffix) == ("", "")
     assert built.text == "<fim_prefix><fim_suffix><fim_middle>"
     assert built.prompt_tokens > 5
+
+
+def test_the_cut_prefix_keeps_its_start_while_the_user_types(smol_tokenizer) -> None:
+    """Typing at the end of a prefix longer than the budget: the kept prefix starts at the
+    same place keystroke after keystroke (so the engine can reuse the prompt it read), moves
+    in steps, and the prompt stays within the budget."""
+    typed = "".join(f"total_{i} = total_{i - 1} + {i}\n" for i in range(1, 40))
+    starts = []
+    for n in range(0, len(typed), 7):
+        prefix = TEXT[:12_000] + typed[:n]
+        built = build_prompt(TEMPLATES["prefix-only"], prefix, "", smol_tokenizer, 1024)
+        assert built.prompt_tokens <= 1024
+        assert built.prompt_tokens >= 1024 - 300  # a step (256 characters) and a line at most
+        assert prefix.endswith(built.prefix) and prefix[len(prefix) - len(built.prefix) - 1] == "\n"
+        starts.append(len(prefix) - len(built.prefix))
+    moves = sum(1 for a, b in zip(starts, starts[1:]) if a != b)
+    assert len(starts) > 100 and moves <= len(typed) // 256 + 2
