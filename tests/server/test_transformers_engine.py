@@ -233,3 +233,47 @@ def test_what_a_cancelled_job_read_is_reused_by_the_next(engine, monkeypatch):
     assert cut.finish_reason == "cancelled" and cut.completion_tokens == 0
     again = engine._generate(_Job(run=None, loop=None, future=None), FILE, GREEDY, None)
     assert again.cached_prompt_tokens == 64 and again.completion_tokens == GREEDY.max_tokens
+
+
+async def test_editors_typing_at_once_each_reuse_their_own_prompt(engine):
+    """Two documents in turn: each prompt reuses the other's shared start only, and its own
+    longer one when it comes back."""
+    other = "class Point:\n    x: int\n    y: int\n\n\n" * 10
+    engine._prefix_cache.clear()
+    first_a = await engine.complete(FILE, GREEDY, None)
+    first_b = await engine.complete(other, GREEDY, None)
+    assert first_a.cached_prompt_tokens == first_b.cached_prompt_tokens == 0
+    again_a = await engine.complete(FILE + "def mul(a, b):", GREEDY, None)
+    again_b = await engine.complete(other + "class Line:", GREEDY, None)
+    assert again_a.cached_prompt_tokens >= first_a.prompt_tokens - 2
+    assert again_b.cached_prompt_tokens >= first_b.prompt_tokens - 2
+
+
+async def test_a_shared_start_is_copied_when_cutting_would_lose_much(engine):
+    """A prompt that shares only the file's first half with a cached one: that entry is
+    copied, not cut, so its own editor still reuses all of it."""
+    half = FILE[: len(FILE) // 2]
+    engine._prefix_cache.clear()
+    whole = await engine.complete(FILE, GREEDY, None)
+    branch = await engine.complete(half + "import sys\n" * 20, GREEDY, None)
+    assert 0 < branch.cached_prompt_tokens < whole.prompt_tokens // 2 + 2
+    back = await engine.complete(FILE, GREEDY, None)
+    assert back.cached_prompt_tokens == back.prompt_tokens - 1 and back.text == whole.text
+
+
+async def test_the_prefix_cache_is_bounded_in_entries_and_bytes(engine):
+    from server.engines.prefix_cache import PrefixCache
+
+    prompts = [f"# file {i}\n" + FILE for i in range(5)]
+    engine._prefix_cache = PrefixCache(max_entries=3)
+    for p in prompts:
+        await engine.complete(p, GREEDY, None)
+    assert len(engine._prefix_cache) == 3
+    assert (await engine.complete(prompts[-1], GREEDY, None)).cached_prompt_tokens > 0
+    assert (await engine.complete(prompts[0], GREEDY, None)).cached_prompt_tokens < 10  # evicted
+    one = engine._prefix_cache._entries[-1][3]
+    assert one > 0
+    engine._prefix_cache = PrefixCache(max_bytes=one + one // 2)  # room for one prompt only
+    for p in prompts[:3]:
+        await engine.complete(p, GREEDY, None)
+    assert len(engine._prefix_cache) == 1
