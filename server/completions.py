@@ -4,12 +4,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from functools import partial
 
 from server.adapters import AdapterRegistry
 from server.engines import Completion, Engine, EngineBusy, GenerationParams
 from server.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
-from server.postprocess import postprocess, wants_multiline
+from server.postprocess import block_ended, postprocess, wants_multiline
 from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
 
 
@@ -60,14 +61,21 @@ class CompletionService:
         template = self.template_for(adapter)
         prompt = build_prompt(template, prefix, suffix, self.engine.tokenizer, self.settings.max_prompt_tokens, self.settings.suffix_share)
         stops = [*template.stop, *req.stop_list()]
-        if req.postprocess and not wants_multiline(prompt.prefix, prompt.suffix):
-            stops.append("\n")  # a single-line suggestion: tokens past the line end would be cut for nobody
+        stop_check = None
+        if req.postprocess:
+            # Tokens past what postprocess keeps would be generated for nobody: a single-line
+            # suggestion stops at the line end, a multi-line one once its block has ended.
+            if not wants_multiline(prompt.prefix, prompt.suffix):
+                stops.append("\n")
+            else:
+                stop_check = partial(block_ended, prefix=prompt.prefix, language=language)
         params = GenerationParams(
             max_tokens=max_tokens,
             temperature=req.temperature,
             top_p=req.top_p,
             stop=tuple(dict.fromkeys(stops)),
             seed=req.seed,
+            stop_check=stop_check,
         )
         if self._in_flight >= self.settings.max_in_flight:
             # Every engine gets this bound (vLLM would otherwise queue without limit); the

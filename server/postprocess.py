@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "balance_brackets",
+    "block_ended",
     "cut_at_stop",
     "cut_repetition",
     "cut_suffix_overlap",
@@ -114,6 +115,20 @@ def cut_to_block(text: str, prefix: str, *, language: str | None = None) -> str:
         if braces and depth < 0:
             return "\n".join(lines[: i + 1])
     return text
+
+
+def block_ended(text: str, prefix: str, *, language: str | None = None) -> bool:
+    """Whether the block the cursor is in has ended within the complete lines of `text` (raw
+    model output so far), so that `cut_to_block` will cut whatever is generated from here
+    on: an engine can stop. Only complete lines count: the line that ends the block may
+    still turn out to close it (``en`` → ``end``) and be kept.
+    """
+    text = fix_cursor_line_indent(drop_echo(text, prefix), prefix)
+    complete = text[: text.rfind("\n") + 1]
+    if not complete:
+        return False
+    complete = complete[:-1]  # without the newline that completes the last line
+    return len(cut_to_block(complete, prefix, language=language)) < len(complete)
 
 
 def drop_echo(text: str, prefix: str) -> str:

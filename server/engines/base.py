@@ -1,6 +1,7 @@
 """The engine protocol every backend implements (see DESIGN.md, "Engines")."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -13,6 +14,9 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Called with the text generated so far; True ends generation (finish_reason "stop") when
+    # nothing more would be shown, e.g. the block the cursor is in has ended.
+    stop_check: Callable[[str], bool] | None = None
 
 
 @dataclass

@@ -40,10 +40,12 @@ class _Job:
 
 
 class _TokenWatch(StoppingCriteria):
-    """Called once per generated token: stops on cancel or a stop string, times the first token."""
+    """Called once per generated token: stops on cancel, a stop string or the caller's
+    stop_check, times the first token."""
 
-    def __init__(self, job: _Job, prompt_len: int, tokenizer, stop: tuple[str, ...]):
-        self.job, self.prompt_len, self.tokenizer, self.stop = job, prompt_len, tokenizer, stop
+    def __init__(self, job: _Job, prompt_len: int, tokenizer, params: GenerationParams):
+        self.job, self.prompt_len, self.tokenizer = job, prompt_len, tokenizer
+        self.stop, self.stop_check = params.stop, params.stop_check
         self.tokens = 0
         self.first_token_at: float | None = None
         self.tokens_after_cancel = 0
@@ -62,6 +64,10 @@ class _TokenWatch(StoppingCriteria):
             # complete a stop string that was not there a token ago.
             tail = self.tokenizer.decode(input_ids[0, max(self.prompt_len, input_ids.shape[1] - 16):])
             self.hit_stop = any(s in tail for s in self.stop)
+        if self.stop_check and not (cancelled or self.hit_stop) and "\n" in self.tokenizer.decode(input_ids[0, -1:]):
+            # The callers' checks look at whole lines, so only a new line can change the answer.
+            generated = self.tokenizer.decode(input_ids[0, self.prompt_len:], skip_special_tokens=True)
+            self.hit_stop = self.stop_check(generated)
         return torch.tensor([cancelled or self.hit_stop], dtype=torch.bool)
 
 
@@ -162,7 +168,7 @@ class TransformersEngine:
         started = time.monotonic()
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
         prompt_len = ids.shape[1]
-        watch = _TokenWatch(job, prompt_len, self.tokenizer, params.stop)
+        watch = _TokenWatch(job, prompt_len, self.tokenizer, params)
         kwargs: dict[str, Any] = dict(
             max_new_tokens=params.max_tokens,
             stopping_criteria=StoppingCriteriaList([watch]),

@@ -83,14 +83,20 @@ class VllmEngine:
                                   stop=list(params.stop) or None, seed=params.seed)
         async with self.usage.using(name):
             started = time.perf_counter()
-            first_token_at, final = None, None
+            first_token_at, final, checked_stop = None, None, False
+            request_id = f"codeloop-{uuid.uuid4().hex}"
             self._running += 1
             try:
-                async for output in self._engine.generate(prompt, sampling, f"codeloop-{uuid.uuid4().hex}",
+                async for output in self._engine.generate(prompt, sampling, request_id,
                                                           lora_request=self._loras.get(name) if name else None):
                     if first_token_at is None and output.outputs and output.outputs[0].token_ids:
                         first_token_at = time.perf_counter()
                     final = output
+                    if params.stop_check and not output.finished and output.outputs and params.stop_check(output.outputs[0].text):
+                        checked_stop = True
+                        break
+                if checked_stop:
+                    await self._engine.abort(request_id)
             except asyncio.CancelledError:
                 self.cancel_stats.cancelled += 1  # generate() has aborted the request in the engine
                 self.cancel_stats.cancelled_tokens.append(len(final.outputs[0].token_ids) if final and final.outputs else 0)
@@ -102,7 +108,7 @@ class VllmEngine:
         done = time.perf_counter()
         out = final.outputs[0]
         return Completion(
-            text=out.text, finish_reason="stop" if out.finish_reason == "stop" else "length",
+            text=out.text, finish_reason="stop" if checked_stop or out.finish_reason == "stop" else "length",
             prompt_tokens=len(final.prompt_token_ids or []), completion_tokens=len(out.token_ids), queue_ms=0.0,
             engine_ms=round((done - started) * 1000, 2),
             first_token_ms=round((first_token_at - started) * 1000, 2) if first_token_at else None, adapter=adapter,

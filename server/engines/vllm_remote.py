@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +146,7 @@ class VllmRemoteEngine:
                 replica = self._pick(tried)
                 tried.add(replica.url)
                 try:
-                    return await self._stream(replica, body, adapter)
+                    return await self._stream(replica, body, adapter, params.stop_check)
                 except _Retry as exc:
                     replica.failed += 1
                     problems.append(f"{replica.url}: {exc}")
@@ -169,7 +170,8 @@ class VllmRemoteEngine:
         order = {id(r): (i - start) % len(self.replicas) for i, r in enumerate(self.replicas)}
         return min(pool, key=lambda r: (r.in_flight, order[id(r)]))
 
-    async def _stream(self, replica: Replica, body: dict, adapter: str | None) -> Completion:
+    async def _stream(self, replica: Replica, body: dict, adapter: str | None,
+                      stop_check: Callable[[str], bool] | None = None) -> Completion:
         started = time.perf_counter()
         first_token_at = None
         pieces, finish, usage = [], "length", {}
@@ -194,6 +196,10 @@ class VllmRemoteEngine:
                             pieces.append(choice["text"])
                         if choice.get("finish_reason"):
                             finish = "stop" if choice["finish_reason"] == "stop" else "length"
+                    new_text = "".join(c.get("text") or "" for c in chunk.get("choices") or [])
+                    if stop_check and finish == "length" and "\n" in new_text and stop_check("".join(pieces)):
+                        finish = "stop"
+                        break  # leaving the stream closes it, which aborts the request in vLLM
         except asyncio.CancelledError:  # closing the stream aborts it in vLLM
             self.cancel_stats.cancelled += 1
             self.cancel_stats.cancelled_tokens.append(len(pieces))  # about one token per streamed chunk
@@ -208,9 +214,11 @@ class VllmRemoteEngine:
             replica.in_flight -= 1
         replica.served += 1
         done = time.perf_counter()
+        if "prompt_tokens" not in usage:  # stopped by stop_check: the stream ended before vLLM's usage chunk
+            usage["prompt_tokens"] = len(self.tokenizer(body["prompt"], add_special_tokens=False).input_ids)
         return Completion(
-            text="".join(pieces), finish_reason=finish, prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)), queue_ms=0.0,
+            text="".join(pieces), finish_reason=finish, prompt_tokens=int(usage["prompt_tokens"]),
+            completion_tokens=int(usage.get("completion_tokens", len(pieces))), queue_ms=0.0,  # ~a token a chunk
             engine_ms=round((done - started) * 1000, 2),
             first_token_ms=round((first_token_at - started) * 1000, 2) if first_token_at else None, adapter=adapter)
 

@@ -70,6 +70,21 @@ def test_a_single_line_context_stops_generating_at_the_line_end(server):
     assert single["usage"]["completion_tokens"] < raw["usage"]["completion_tokens"]  # the raw one ran on past the line end
 
 
+def test_a_multi_line_suggestion_stops_generating_once_its_block_has_ended(server):
+    """The model writes the body, then "# Example usage:" and more at the top level: the
+    engine stops at that line, and the suggestion is what postprocessing the whole raw
+    output gives."""
+    from server.postprocess import postprocess
+
+    prefix = "def add(a, b):\n    "
+    body = {"segments": {"prefix": prefix, "suffix": "", "language": "python"}, "max_tokens": 64}
+    block = complete(server, body).json()
+    raw = complete(server, {**body, "postprocess": False}).json()
+    assert block["choices"][0]["text"] == postprocess(raw["choices"][0]["text"], prefix, "", language="python") != ""
+    assert block["choices"][0]["finish_reason"] == "stop"
+    assert block["usage"]["completion_tokens"] < raw["usage"]["completion_tokens"] // 2  # raw ran on to 64
+
+
 def test_huge_prefix_is_trimmed_to_the_token_budget(server):
     filler = "".join(f"value_{i} = {i} * 2\n" for i in range(20000))  # ~380 kB, far over the budget
     r = complete(server, {"segments": {"prefix": filler + "def fibonacci(n):\n", "suffix": "x = 1\n" * 5000}, "max_tokens": 8})

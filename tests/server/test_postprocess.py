@@ -5,6 +5,7 @@ import pytest
 
 from server.postprocess import (
     balance_brackets,
+    block_ended,
     cut_at_stop,
     cut_repetition,
     drop_echo,
@@ -103,6 +104,43 @@ def test_single_line_mode_keeps_first_line() -> None:
 )
 def test_cut_to_block(text: str, prefix: str, language: str, expected: str) -> None:
     assert cut_to_block(text, prefix, language=language) == expected
+
+
+BLOCK_ENDS = [
+    (FIB_OUTPUT, FIB_PREFIX, "python"),
+    ("\n    return 1\nx = 2\ny = 3\n", "def f():", "python"),
+    ("\n    a,\n    b,\n)\nprint(x)\nprint(y)\n", "x = foo(", "python"),
+    ("  x = 1\nend\nputs 2\nputs 3\n", "def f\n", "ruby"),
+    ("a = 1\n\n\nb = 2\n", "", "python"),
+    ("\n  return 1;\n}\n\nfunction g() {}\n", "function f() {", "javascript"),
+    ("x := 1\n\treturn x\n}\n\nfunc g() {}\n", "func f() int {\n\t", "go"),
+    (" return a + b\n\n# Example usage:\nadd(1, 2)\n", "def add(a, b):\n    ", "python"),
+]
+
+
+@pytest.mark.parametrize(("text", "prefix", "language"), BLOCK_ENDS)
+def test_an_engine_stopping_where_the_block_ended_changes_nothing_shown(text: str, prefix: str, language: str) -> None:
+    """Cut the raw output at any point where block_ended says so: the suggestion is the one
+    the whole output gives. And it does say so before the end of each of these outputs."""
+    assert wants_multiline(prefix, "")
+    whole = postprocess(text, prefix, "", language=language)
+    ended = [k for k in range(len(text) + 1) if block_ended(text[:k], prefix, language=language)]
+    assert ended and ended[0] < len(text), "the block's end was never noticed"
+    for k in ended:
+        assert postprocess(text[:k], prefix, "", language=language) == whole, k
+
+
+@pytest.mark.parametrize(
+    ("text", "prefix", "language"),
+    [
+        ("    if n < 2:\n        return n\n", FIB_PREFIX, "python"),  # still inside
+        (" return a + b\n\n# Exam", "def add(a, b):\n    ", "python"),  # the dedented line is not complete yet
+        ("return 1;\n}", "function f() {\n  ", "javascript"),  # the closing line may still grow
+        ("", "def f():\n    ", "python"),
+    ],
+)
+def test_block_ended_waits_for_complete_lines(text: str, prefix: str, language: str) -> None:
+    assert not block_ended(text, prefix, language=language)
 
 
 def test_cut_to_block_python_does_not_use_brace_rule() -> None:

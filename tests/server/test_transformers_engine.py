@@ -277,3 +277,19 @@ async def test_the_prefix_cache_is_bounded_in_entries_and_bytes(engine):
     for p in prompts[:3]:
         await engine.complete(p, GREEDY, None)
     assert len(engine._prefix_cache) == 1
+
+
+async def test_stop_check_ends_generation_at_a_new_line(engine):
+    """stop_check sees the text so far each time a token brings a new line; True stops."""
+    seen: list[str] = []
+
+    def stop_at_second_line(text: str) -> bool:
+        seen.append(text)
+        return text.count("\n") >= 2
+
+    free = await engine.complete(FILE, GenerationParams(max_tokens=40), None)
+    assert free.text.count("\n") > 2  # this tiny model writes newlines after FILE
+    checked = await engine.complete(FILE, GenerationParams(max_tokens=40, stop_check=stop_at_second_line), None)
+    assert checked.finish_reason == "stop" and checked.completion_tokens < free.completion_tokens
+    assert checked.text.count("\n") >= 2 and free.text.startswith(checked.text)
+    assert seen and all("\n" in s for s in seen) and seen[-1] == checked.text
