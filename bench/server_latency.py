@@ -5,6 +5,8 @@ time, time to first token, tokens/s, and 4 concurrent clients. Figures come from
 
 The HTTP figures are measured against a real `codeloop serve` process on this machine; the
 engine-alone figure is the same engine class driven in this process with the same prompt.
+Every request starts with its own comment line, so each one reads its whole prompt (the
+embedded engine would otherwise reuse the previous, identical one).
 """
 from __future__ import annotations
 
@@ -36,6 +38,15 @@ def make_prefix(tokenizer, n_tokens: int) -> str:
         i += 1
 
 
+def own(prefix: str, tag: str) -> str:
+    """The prefix with a first line of its own: nothing to reuse from an earlier request."""
+    return f"# {tag}\n{prefix}"
+
+
+def with_prefix(body: dict, prefix: str) -> dict:
+    return {**body, "segments": {**body["segments"], "prefix": prefix}}
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -47,7 +58,7 @@ async def engine_alone(model_dir: Path, prompt: str, new_tokens: int, runs: int)
     engine = TransformersEngine(model_dir)
     await engine.start()
     params = GenerationParams(max_tokens=new_tokens)
-    results = [await engine.complete(prompt, params, None) for _ in range(runs)]
+    results = [await engine.complete(own(prompt, f"run {i}"), params, None) for i in range(runs)]
     await engine.close()
     return results
 
@@ -63,17 +74,17 @@ def random_adapter(model_dir: Path, out: Path) -> Path:
     return out
 
 
-async def concurrent(url: str, body: dict, clients: int):
+async def concurrent(url: str, body: dict, prefix: str, clients: int):
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
 
-        async def one():
+        async def one(i: int):
             t0 = time.monotonic()
-            r = await client.post("/v1/completions", json=body)
+            r = await client.post("/v1/completions", json=with_prefix(body, own(prefix, f"client {i}")))
             r.raise_for_status()
             return time.monotonic() - t0, r.json()
 
         started = time.monotonic()
-        results = await asyncio.gather(*(one() for _ in range(clients)))
+        results = await asyncio.gather(*(one(i) for i in range(clients)))
         return time.monotonic() - started, results
 
 
@@ -106,11 +117,11 @@ def main() -> None:
         try:
             body = {"segments": {"prefix": prefix, "suffix": ""}, "max_tokens": args.new_tokens, "postprocess": False}
             with httpx.Client(base_url=server.url, timeout=600) as client:
-                client.post("/v1/completions", json=body).raise_for_status()  # warm-up
+                client.post("/v1/completions", json=with_prefix(body, own(prefix, "warm-up"))).raise_for_status()
                 http_ms, server_engine_ms, ttft_ms, tps = [], [], [], []
-                for _ in range(args.runs):
+                for i in range(args.runs):
                     t0 = time.monotonic()
-                    data = client.post("/v1/completions", json=body).json()
+                    data = client.post("/v1/completions", json=with_prefix(body, own(prefix, f"run {i}"))).json()
                     http_ms.append((time.monotonic() - t0) * 1000)
                     server_engine_ms.append(data["timings"]["engine_ms"])
                     ttft_ms.append(data["timings"]["first_token_ms"])
@@ -119,8 +130,9 @@ def main() -> None:
                 t0 = time.monotonic()
                 client.post("/v1/adapters", json={"name": "bench@1", "path": str(folder)}).raise_for_status()
                 load_s = time.monotonic() - t0
-                adapter_data = [client.post("/v1/completions", json={**body, "adapter": "bench@1"}).json() for _ in range(2)]
-            wall, results = asyncio.run(concurrent(server.url, body, args.clients))
+                adapter_data = [client.post("/v1/completions", json={**with_prefix(body, own(prefix, f"adapter {i}")), "adapter": "bench@1"}).json()
+                                for i in range(2)]
+            wall, results = asyncio.run(concurrent(server.url, body, prefix, args.clients))
         finally:
             server.stop()
 

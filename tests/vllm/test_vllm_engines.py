@@ -162,3 +162,18 @@ def test_a_vllm_that_forgot_its_adapters_is_reconciled(remote_server, vllm, load
     # And codeloop's unload removes it from vLLM.
     assert httpx.delete(remote_server.url + "/v1/adapters/vb@1").status_code == 200
     assert "vb@1" not in models()
+
+
+def test_a_multi_line_suggestion_stops_once_its_block_has_ended(vllm_server):
+    """The engine stops (aborts in vLLM) at the first complete line after the block: the
+    suggestion is what postprocessing the raw output gives, from fewer tokens."""
+    from server.postprocess import postprocess
+
+    prefix = "def add(a, b):\n    "
+    body = {"segments": {"prefix": prefix, "suffix": "", "language": "python"}, "max_tokens": 40, "adapter": "base"}
+    block = httpx.post(vllm_server.url + "/v1/completions", json=body, timeout=300).json()
+    raw = httpx.post(vllm_server.url + "/v1/completions", json={**body, "postprocess": False}, timeout=300).json()
+    assert block["choices"][0]["text"] == postprocess(raw["choices"][0]["text"], prefix, "", language="python") != ""
+    assert block["choices"][0]["finish_reason"] == "stop"
+    assert 0 < block["usage"]["completion_tokens"] < raw["usage"]["completion_tokens"]
+    assert block["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"] > 0
