@@ -20,8 +20,9 @@ Configurations, each run with a fresh `codeloop lsp` process against the same se
                    the language server's own superseding acts; not run unless --configs has c).
 All use maxTokens 32, prefixChars 1500, suffixChars 500 and timeoutMs 30000 (options below) and
 otherwise the language server's defaults. Its own defaults (prefixChars 6000, suffixChars 2000,
-timeoutMs 8000; --lsp-defaults) give a ~1200-token prompt whose prefill alone can take longer
-than 8 s on 2 busy cores: every request then times out and nothing is ever shown.
+timeoutMs 8000; --lsp-defaults) give a ~1200-token prompt: the engine reads it whole once and
+reuses it after that (bench/prefix_reuse.py), but decodes more slowly at that length. Before
+the engine reused prompts, every request timed out there and nothing was ever shown.
 --rounds N runs the configurations N times, alternating their order, and adds the runs up.
 
 What is measured, per configuration:
