@@ -38,7 +38,8 @@ def prefix_start(text: str, origin: int, size: int) -> int:
         return 0
     step = max(1, size // WINDOW_STEPS)
     start = -(-(origin - size) // step) * step  # rounded up to a multiple of step
-    newline = text.find("\n", start - 1, origin)
+    # Then the next line start, unless that leaves less than half the window (long lines).
+    newline = text.find("\n", start - 1, origin - size // 2)
     return newline + 1 if newline != -1 else start
 
 

@@ -29,3 +29,10 @@ def test_one_long_line_is_cut_inside_it():
     line = "x" * 5000
     start = prefix_start(line, 4000, 1000)
     assert start % (1000 // WINDOW_STEPS) == 0 and 3000 <= start < 4000
+
+
+def test_a_line_break_just_before_the_cursor_does_not_empty_the_window():
+    text = "x" * 5000 + "\n" + "y = 1"
+    origin = len(text)
+    start = prefix_start(text, origin, 1000)
+    assert origin - start >= 500 and start % (1000 // WINDOW_STEPS) == 0
