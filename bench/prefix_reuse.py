@@ -34,15 +34,6 @@ from server.fim import build_prompt, get_template  # noqa: E402
 from tests.conftest import TEST_MODELS_DIR  # noqa: E402
 
 
-def common_start(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 async def run(args) -> None:
     from codeloop.models import prepare_default_model
 
@@ -68,9 +59,6 @@ async def run(args) -> None:
     def start_changed(origin: int, steady: bool) -> bool:
         a, b = prompt(origin - 1, steady), prompt(origin, steady)
         return not b.startswith(a[:200])
-
-    def tokens(p: str) -> list[int]:
-        return engine.tokenizer(p, add_special_tokens=False).input_ids
 
     rows = []
     print(f"{engine.model_name}, {args.file} from offset {origin0}, {args.keys} keystrokes, "

@@ -15,7 +15,8 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     # Called with the text generated so far; True ends generation (finish_reason "stop") when
-    # nothing more would be shown, e.g. the block the cursor is in has ended.
+    # nothing more would be shown, e.g. the block the cursor is in has ended. It judges whole
+    # lines, so engines may call it only when new text brings a newline.
     stop_check: Callable[[str], bool] | None = None
 
 
