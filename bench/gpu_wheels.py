@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--vllm", default="0.25.1", help="a vLLM release that pins the GPU machine's torch")
     parser.add_argument("--present", type=Path, help="packages the GPU machine has (pip freeze, or names)")
     parser.add_argument("--out", type=Path, default=Path(".gpu"))
-    parser.add_argument("--piece-mib", type=int, default=59, help="largest piece (leave room for the repository)")
+    parser.add_argument("--piece-mib", type=int, default=60, help="largest piece (leave room for the repository)")
     args = parser.parse_args()
 
     present = set()
