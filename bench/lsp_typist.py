@@ -17,7 +17,11 @@ Configurations, each run with a fresh `codeloop lsp` process against the same se
                    request ($/cancelRequest) when the user types again, as VS Code does;
   b "no d/c":      debounceMs 0, cancelSuperseded false, and the editor never cancels;
   c "no $/cancel": debounceMs 150, cancelSuperseded true, an editor that never cancels (only
-                   the language server's own superseding acts; not run unless --configs has c).
+                   the language server's own superseding acts; not run unless --configs has c);
+  d "no budget":   as a, with the latency budget off (latencyBudgetMs null): automatic triggers
+                   wait for whole suggestions (not run unless --configs has d).
+a, b and c keep the language server's latencyBudgetMs (2000): the server answers an automatic
+trigger with what it generated within that.
 All use maxTokens 32, prefixChars 1500, suffixChars 500 and timeoutMs 30000 (options below) and
 otherwise the language server's defaults. Its own defaults (prefixChars 6000, suffixChars 2000,
 timeoutMs 8000; --lsp-defaults) give a ~1200-token prompt: the engine reads it whole once and
@@ -485,10 +489,11 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
 
 
-CONFIGS = {  # key: (name, debounceMs, cancelSuperseded, the editor cancels)
-    "a": ("defaults", 150, True, True),
-    "b": ("no d/c", 0, False, False),
-    "c": ("no $/cancel", 150, True, False),
+CONFIGS = {  # key: (name, debounceMs, cancelSuperseded, the editor cancels, latency budget on)
+    "a": ("defaults", 150, True, True, True),
+    "b": ("no d/c", 0, False, False, True),
+    "c": ("no $/cancel", 150, True, False, True),
+    "d": ("no budget", 150, True, True, False),
 }
 
 
@@ -510,9 +515,11 @@ async def run(args, script: Script, model_dir: Path) -> dict[str, Combined]:
             # does not fall on one configuration only.
             order = [key for n in range(args.rounds) for key in (args.configs if n % 2 == 0 else args.configs[::-1])]
             for n, key in enumerate(order):
-                name, debounce, cancel_superseded, editor_cancels = CONFIGS[key]
+                name, debounce, cancel_superseded, editor_cancels, budget = CONFIGS[key]
                 options = {**common, "debounceMs": debounce, "cancelSuperseded": cancel_superseded,
                            "user": f"typist-{key}-{run_id}-{n}"}
+                if not budget:
+                    options["latencyBudgetMs"] = None
                 t, cpu, load = time.monotonic(), cpu_seconds(server.proc.pid), os.getloadavg()[0]
                 r = await run_mode(name, server.url, script, options, editor_cancels, args.budget_s, drain_s,
                                    Path(tmp) / f"lsp-{n}", args.lsp_log_level)
@@ -599,8 +606,9 @@ def main() -> None:
         print(line)
     print()
     for k in keys:
-        _, debounce, cancel_superseded, editor_cancels = CONFIGS[k]
+        _, debounce, cancel_superseded, editor_cancels, budget = CONFIGS[k]
         print(f"{k}: debounceMs {debounce}, cancelSuperseded {str(cancel_superseded).lower()}, "
+              f"latencyBudgetMs {'LSP default (2000)' if budget else 'off'}, "
               f"{'the editor sends $/cancelRequest for its pending request at each keystroke' if editor_cancels else 'the editor never cancels'}")
     print("wasted = generated - seen; generated = finished + cancelled generations' tokens.")
     print(f"whole run {time.monotonic() - started:.0f} s")

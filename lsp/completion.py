@@ -127,7 +127,9 @@ class Completer:
             origin, head = offset, ""
         prefix = doc.text[prefix_start(doc.text, origin, cfg.prefix_chars):origin] + head
         suffix = doc.text[offset:offset + cfg.suffix_chars]
-        key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, cfg.server_url)
+        # An answer cut short by the latency budget must not stand in for an invoked one.
+        budget = cfg.latency_budget_ms if automatic else None
+        key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, budget, cfg.server_url)
 
         suggestion = self.cache.get(key)
         if suggestion is not None:
@@ -152,6 +154,8 @@ class Completer:
         }
         if cfg.max_tokens:
             body["max_tokens"] = cfg.max_tokens
+        if budget:
+            body["max_latency_ms"] = budget
         suggestion = await self._ask_server(body, superseded)
         if suggestion is None:
             return None

@@ -42,6 +42,11 @@ class LspConfig:
     max_tokens: int | None = None  # None: the server's default
     # A completion that takes longer gives an empty answer (the editor must never hang).
     timeout_ms: int = 8000
+    # Automatic triggers ask the server to stop generating this long after the request and
+    # answer with what it has: ghost text that comes after the user typed on is never seen,
+    # so on a slow engine a shorter suggestion in time beats a longer one too late. Explicit
+    # invocations wait for the whole suggestion (up to timeout_ms). None: no budget.
+    latency_budget_ms: int | None = 2000
     user: str = dataclasses.field(default_factory=default_user)
     client: str = "codeloop-lsp"
     # Seconds after an accept at which the retained share of the accepted text is reported.
@@ -127,6 +132,7 @@ def _seconds(value: Any) -> tuple[float, ...]:
 _OPTION_FIELDS = {
     "serverUrl": "server_url", "token": "token", "languages": "languages",
     "debounceMs": "debounce_ms", "cancelSuperseded": "cancel_superseded", "maxTokens": "max_tokens", "timeoutMs": "timeout_ms",
+    "latencyBudgetMs": "latency_budget_ms",
     "user": "user", "client": "client", "retentionSeconds": "retention_s",
     "eventFlushMs": "event_flush_ms",
     "prefixChars": "prefix_chars", "suffixChars": "suffix_chars", "cacheSize": "cache_size",
@@ -134,7 +140,8 @@ _OPTION_FIELDS = {
 _CHECKS = {
     "server_url": _url, "token": _optional(_text), "languages": _languages,
     "debounce_ms": _int_between(0, 5000), "cancel_superseded": _bool, "max_tokens": _optional(_int_between(1, 4096)),
-    "timeout_ms": _int_between(100, 600_000), "user": _text, "client": _text,
+    "timeout_ms": _int_between(100, 600_000), "latency_budget_ms": _optional(_int_between(100, 600_000)),
+    "user": _text, "client": _text,
     "retention_s": _seconds, "event_flush_ms": _int_between(0, 60_000),
     "prefix_chars": _int_between(1, 1_000_000), "suffix_chars": _int_between(0, 1_000_000),
     "cache_size": _int_between(0, 100_000),

@@ -76,6 +76,7 @@ class CompletionService:
             stop=tuple(dict.fromkeys(stops)),
             seed=req.seed,
             stop_check=stop_check,
+            deadline=started + req.max_latency_ms / 1000 if req.max_latency_ms else None,
         )
         if self._in_flight >= self.settings.max_in_flight:
             # Every engine gets this bound (vLLM would otherwise queue without limit); the

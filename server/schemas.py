@@ -28,6 +28,10 @@ class CompletionRequest(BaseModel):
     model: str | None = Field(None, description="OpenAI form: an adapter name, or 'base'")
     adapter: str | None = Field(None, description="adapter name; default: the live adapter")
     max_tokens: int | None = Field(None, ge=1, description="default: the server's default_max_tokens")
+    max_latency_ms: int | None = Field(
+        None, ge=1, le=600_000,
+        description="stop generating this long after the request arrived and answer with what there is "
+                    "(finish_reason 'length'); editors set it for automatic triggers")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: list[str] | str | None = None

@@ -1,6 +1,7 @@
 """The engine protocol every backend implements (see DESIGN.md, "Engines")."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,12 @@ class GenerationParams:
     # nothing more would be shown, e.g. the block the cursor is in has ended. It judges whole
     # lines, so engines may call it only when new text brings a newline.
     stop_check: Callable[[str], bool] | None = None
+    # time.monotonic() after which generation stops with what it has (finish_reason "length"):
+    # an editor's latency budget; a suggestion that comes after the user typed on is not seen.
+    deadline: float | None = None
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 @dataclass

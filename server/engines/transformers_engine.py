@@ -40,12 +40,12 @@ class _Job:
 
 
 class _TokenWatch(StoppingCriteria):
-    """Called once per generated token: stops on cancel, a stop string or the caller's
-    stop_check, times the first token."""
+    """Called once per generated token: stops on cancel, a stop string, the caller's
+    stop_check or its deadline; times the first token."""
 
     def __init__(self, job: _Job, prompt_len: int, tokenizer, params: GenerationParams):
         self.job, self.prompt_len, self.tokenizer = job, prompt_len, tokenizer
-        self.stop, self.stop_check = params.stop, params.stop_check
+        self.stop, self.stop_check, self.params = params.stop, params.stop_check, params
         self.tokens = 0
         self.first_token_at: float | None = None
         self.tokens_after_cancel = 0
@@ -68,7 +68,7 @@ class _TokenWatch(StoppingCriteria):
             # The callers' checks look at whole lines, so only a new line can change the answer.
             generated = self.tokenizer.decode(input_ids[0, self.prompt_len:], skip_special_tokens=True)
             self.hit_stop = self.stop_check(generated)
-        return torch.tensor([cancelled or self.hit_stop], dtype=torch.bool)
+        return torch.tensor([cancelled or self.hit_stop or self.params.past_deadline()], dtype=torch.bool)
 
 
 class TransformersEngine:

@@ -83,7 +83,7 @@ class VllmEngine:
                                   stop=list(params.stop) or None, seed=params.seed)
         async with self.usage.using(name):
             started = time.perf_counter()
-            first_token_at, final, checked_stop = None, None, False
+            first_token_at, final, checked_stop, out_of_time = None, None, False, False
             request_id = f"codeloop-{uuid.uuid4().hex}"
             self._running += 1
             try:
@@ -95,7 +95,10 @@ class VllmEngine:
                     if params.stop_check and not output.finished and output.outputs and params.stop_check(output.outputs[0].text):
                         checked_stop = True
                         break
-                if checked_stop:
+                    if params.past_deadline() and not output.finished and output.outputs and output.outputs[0].token_ids:
+                        out_of_time = True
+                        break
+                if checked_stop or out_of_time:
                     await self._engine.abort(request_id)
             except asyncio.CancelledError:
                 self.cancel_stats.cancelled += 1  # generate() has aborted the request in the engine

@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,7 +145,7 @@ class VllmRemoteEngine:
                 replica = self._pick(tried)
                 tried.add(replica.url)
                 try:
-                    return await self._stream(replica, body, adapter, params.stop_check)
+                    return await self._stream(replica, body, adapter, params)
                 except _Retry as exc:
                     replica.failed += 1
                     problems.append(f"{replica.url}: {exc}")
@@ -170,8 +169,7 @@ class VllmRemoteEngine:
         order = {id(r): (i - start) % len(self.replicas) for i, r in enumerate(self.replicas)}
         return min(pool, key=lambda r: (r.in_flight, order[id(r)]))
 
-    async def _stream(self, replica: Replica, body: dict, adapter: str | None,
-                      stop_check: Callable[[str], bool] | None = None) -> Completion:
+    async def _stream(self, replica: Replica, body: dict, adapter: str | None, params: GenerationParams) -> Completion:
         started = time.perf_counter()
         first_token_at = None
         pieces, finish, usage = [], "length", {}
@@ -197,9 +195,11 @@ class VllmRemoteEngine:
                         if choice.get("finish_reason"):
                             finish = "stop" if choice["finish_reason"] == "stop" else "length"
                     new_text = "".join(c.get("text") or "" for c in chunk.get("choices") or [])
-                    if stop_check and finish == "length" and "\n" in new_text and stop_check("".join(pieces)):
+                    if params.stop_check and finish == "length" and "\n" in new_text and params.stop_check("".join(pieces)):
                         finish = "stop"
                         break  # leaving the stream closes it, which aborts the request in vLLM
+                    if pieces and params.past_deadline():
+                        break  # out of time: answer with what there is ("length")
         except asyncio.CancelledError:  # closing the stream aborts it in vLLM
             self.cancel_stats.cancelled += 1
             self.cancel_stats.cancelled_tokens.append(len(pieces))  # about one token per streamed chunk
@@ -214,7 +214,7 @@ class VllmRemoteEngine:
             replica.in_flight -= 1
         replica.served += 1
         done = time.perf_counter()
-        if "prompt_tokens" not in usage:  # stopped by stop_check: the stream ended before vLLM's usage chunk
+        if "prompt_tokens" not in usage:  # stopped early: the stream ended before vLLM's usage chunk
             usage["prompt_tokens"] = len(self.tokenizer(body["prompt"], add_special_tokens=False).input_ids)
         return Completion(
             text="".join(pieces), finish_reason=finish, prompt_tokens=int(usage["prompt_tokens"]),

@@ -16,7 +16,9 @@ from pytest_lsp import ClientServerConfig, client_capabilities
 
 # Fast settings for tests: no debounce unless a test sets one, events sent at once,
 # retention measured at seconds instead of minutes.
-FAST = {"debounceMs": 0, "eventFlushMs": 20, "retentionSeconds": [1, 2], "maxTokens": 16, "timeoutMs": 60000}
+# No latency budget either: answers must not depend on how fast this machine is (one test sets it).
+FAST = {"debounceMs": 0, "eventFlushMs": 20, "retentionSeconds": [1, 2], "maxTokens": 16, "timeoutMs": 60000,
+        "latencyBudgetMs": None}
 
 
 def lsp_env(data_dir: Path) -> dict:

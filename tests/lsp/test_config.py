@@ -11,6 +11,7 @@ def test_options_apply_and_nest_under_codeloop():
     nested = LspConfig().with_options({"codeloop": {"maxTokens": 32, "retentionSeconds": [600, 30]}})
     assert nested.max_tokens == 32 and nested.retention_s == (30.0, 600.0)
     assert LspConfig().with_options(None) == LspConfig()
+    assert LspConfig().latency_budget_ms == 2000 and LspConfig().with_options({"latencyBudgetMs": None}).latency_budget_ms is None
 
 
 @pytest.mark.parametrize("options, message", [
@@ -20,6 +21,7 @@ def test_options_apply_and_nest_under_codeloop():
     ({"languages": "python"}, "languages"),
     ({"retentionSeconds": []}, "retentionSeconds"),
     ({"cancelSuperseded": "no"}, "cancelSuperseded"),
+    ({"latencyBudgetMs": 5}, "latencyBudgetMs"),
     ({"nonsense": 1}, "unknown option 'nonsense'"),
     (["not", "an", "object"], "object"),
 ])

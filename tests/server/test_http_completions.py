@@ -85,6 +85,19 @@ def test_a_multi_line_suggestion_stops_generating_once_its_block_has_ended(serve
     assert block["usage"]["completion_tokens"] < raw["usage"]["completion_tokens"] // 2  # raw ran on to 64
 
 
+def test_a_latency_budget_answers_with_what_was_generated_in_time(server):
+    """max_latency_ms=1 runs out while the prompt is read: one token comes back, the first
+    of the unhurried answer; a budget under 1 ms is refused."""
+    body = {"segments": {"prefix": "def add(a, b):\n    ", "suffix": "", "language": "python"}, "max_tokens": 24, "postprocess": False}
+    hurried = complete(server, {**body, "max_latency_ms": 1}).json()
+    unhurried = complete(server, body).json()
+    assert hurried["usage"]["completion_tokens"] == 1 and hurried["choices"][0]["finish_reason"] == "length"
+    assert unhurried["usage"]["completion_tokens"] > 1
+    assert unhurried["choices"][0]["text"].startswith(hurried["choices"][0]["text"])
+    refused = complete(server, {**body, "max_latency_ms": 0})
+    assert refused.status_code == 422 and "max_latency_ms" in refused.text
+
+
 def test_huge_prefix_is_trimmed_to_the_token_budget(server):
     filler = "".join(f"value_{i} = {i} * 2\n" for i in range(20000))  # ~380 kB, far over the budget
     r = complete(server, {"segments": {"prefix": filler + "def fibonacci(n):\n", "suffix": "x = 1\n" * 5000}, "max_tokens": 8})

@@ -293,3 +293,16 @@ async def test_stop_check_ends_generation_at_a_new_line(engine):
     assert checked.finish_reason == "stop" and checked.completion_tokens < free.completion_tokens
     assert checked.text.count("\n") >= 2 and free.text.startswith(checked.text)
     assert seen and all("\n" in s for s in seen) and seen[-1] == checked.text
+
+
+async def test_a_deadline_ends_generation_with_what_there_is(engine):
+    """The deadline is checked after every token: one already past gives exactly one token;
+    one far off changes nothing."""
+    import time
+
+    free = await engine.complete(FILE, GenerationParams(max_tokens=12), None)
+    late = await engine.complete(FILE, GenerationParams(max_tokens=12, deadline=time.monotonic() - 1), None)
+    assert late.completion_tokens == 1 and late.finish_reason == "length"
+    assert free.text.startswith(late.text) and free.completion_tokens > 1
+    roomy = await engine.complete(FILE, GenerationParams(max_tokens=12, deadline=time.monotonic() + 3600), None)
+    assert roomy.text == free.text and roomy.completion_tokens == free.completion_tokens

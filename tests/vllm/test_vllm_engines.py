@@ -177,3 +177,15 @@ def test_a_multi_line_suggestion_stops_once_its_block_has_ended(vllm_server):
     assert block["choices"][0]["finish_reason"] == "stop"
     assert 0 < block["usage"]["completion_tokens"] < raw["usage"]["completion_tokens"]
     assert block["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"] > 0
+
+
+def test_a_latency_budget_answers_with_what_was_generated_in_time(vllm_server):
+    """max_latency_ms=1 is spent before the first token: the engine stops (aborts in vLLM) at
+    the first text it gets, which starts the unhurried answer."""
+    body = {"segments": {"prefix": "def add(a, b):\n    ", "suffix": "", "language": "python"}, "max_tokens": 40,
+            "adapter": "base", "postprocess": False}
+    hurried = httpx.post(vllm_server.url + "/v1/completions", json={**body, "max_latency_ms": 1}, timeout=300).json()
+    whole = httpx.post(vllm_server.url + "/v1/completions", json=body, timeout=300).json()
+    assert hurried["choices"][0]["finish_reason"] == "length"
+    assert 0 < hurried["usage"]["completion_tokens"] < whole["usage"]["completion_tokens"]
+    assert whole["choices"][0]["text"].startswith(hurried["choices"][0]["text"])

@@ -67,6 +67,7 @@ SETTINGS = {
     "chat.commandCenter.enabled": False,
     "codeloop.maxTokens": 16,
     "codeloop.debounceMs": 50,
+    "codeloop.latencyBudgetMs": 0,  # whole suggestions, however busy this machine is
 }
 
 

@@ -18,6 +18,8 @@ export interface Settings {
   debounceMs: number;
   /** null: the server's default. */
   maxTokens: number | null;
+  /** Automatic suggestions: the server answers within this with what it has; null: no limit. */
+  latencyBudgetMs: number | null;
 }
 
 export const DEFAULTS: Readonly<Settings> = Object.freeze({
@@ -29,6 +31,7 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   languages: ["*"],
   debounceMs: 150,
   maxTokens: null,
+  latencyBudgetMs: 2000,
 });
 
 /** The `client` name the server records with each completion. */
@@ -46,6 +49,7 @@ export function readSettings(get: (key: keyof Settings) => unknown): Settings {
   const whole = (v: unknown, lo: number, hi: number) => typeof v === "number" && Number.isInteger(v) && v >= lo && v <= hi;
   const debounce = get("debounceMs");
   const maxTokens = get("maxTokens");
+  const budget = get("latencyBudgetMs");
   return {
     enable: bool("enable"),
     disabledLanguages: list("disabledLanguages"),
@@ -55,6 +59,8 @@ export function readSettings(get: (key: keyof Settings) => unknown): Settings {
     languages: list("languages"),
     debounceMs: whole(debounce, 0, 5000) ? (debounce as number) : DEFAULTS.debounceMs,
     maxTokens: whole(maxTokens, 1, 4096) ? (maxTokens as number) : null,
+    // null or 0 turns the budget off; any other bad value keeps the default.
+    latencyBudgetMs: budget === null || budget === 0 ? null : whole(budget, 100, 600000) ? (budget as number) : DEFAULTS.latencyBudgetMs,
   };
 }
 
@@ -70,6 +76,7 @@ export function serverOptions(s: Settings): Record<string, unknown> {
     languages: s.languages.length ? s.languages : ["*"],
     debounceMs: s.debounceMs,
     maxTokens: s.maxTokens,
+    latencyBudgetMs: s.latencyBudgetMs,
     client: CLIENT_NAME,
   };
 }
