@@ -73,6 +73,7 @@ sys.path.insert(0, str(REPO))
 from lsprotocol import types  # noqa: E402
 from pytest_lsp import ClientServerConfig, client_capabilities  # noqa: E402
 
+from lsp.config import LspConfig  # noqa: E402
 from tests.conftest import start_server  # noqa: E402  (reuses the test harness)
 
 INLINE = types.TEXT_DOCUMENT_INLINE_COMPLETION
@@ -608,7 +609,7 @@ def main() -> None:
     for k in keys:
         _, debounce, cancel_superseded, editor_cancels, budget = CONFIGS[k]
         print(f"{k}: debounceMs {debounce}, cancelSuperseded {str(cancel_superseded).lower()}, "
-              f"latencyBudgetMs {'LSP default (2000)' if budget else 'off'}, "
+              f"latencyBudgetMs {f'LSP default ({LspConfig().latency_budget_ms})' if budget else 'off'}, "
               f"{'the editor sends $/cancelRequest for its pending request at each keystroke' if editor_cancels else 'the editor never cancels'}")
     print("wasted = generated - seen; generated = finished + cancelled generations' tokens.")
     print(f"whole run {time.monotonic() - started:.0f} s")

@@ -45,7 +45,7 @@ class _TokenWatch(StoppingCriteria):
 
     def __init__(self, job: _Job, prompt_len: int, tokenizer, params: GenerationParams):
         self.job, self.prompt_len, self.tokenizer = job, prompt_len, tokenizer
-        self.stop, self.stop_check, self.params = params.stop, params.stop_check, params
+        self.params = params
         self.tokens = 0
         self.first_token_at: float | None = None
         self.tokens_after_cancel = 0
@@ -59,15 +59,15 @@ class _TokenWatch(StoppingCriteria):
         cancelled = self.job.cancel.is_set()
         if cancelled and self.job.cancelled_at is not None and now >= self.job.cancelled_at:
             self.tokens_after_cancel += 1
-        if self.stop and not cancelled:
+        if self.params.stop and not cancelled:
             # Decoding the tail is cheap next to a forward pass; only the last ~16 tokens can
             # complete a stop string that was not there a token ago.
             tail = self.tokenizer.decode(input_ids[0, max(self.prompt_len, input_ids.shape[1] - 16):])
-            self.hit_stop = any(s in tail for s in self.stop)
-        if self.stop_check and not (cancelled or self.hit_stop) and "\n" in self.tokenizer.decode(input_ids[0, -1:]):
+            self.hit_stop = any(s in tail for s in self.params.stop)
+        if self.params.stop_check and not (cancelled or self.hit_stop) and "\n" in self.tokenizer.decode(input_ids[0, -1:]):
             # The callers' checks look at whole lines, so only a new line can change the answer.
             generated = self.tokenizer.decode(input_ids[0, self.prompt_len:], skip_special_tokens=True)
-            self.hit_stop = self.stop_check(generated)
+            self.hit_stop = self.params.stop_check(generated)
         return torch.tensor([cancelled or self.hit_stop or self.params.past_deadline()], dtype=torch.bool)
 
 

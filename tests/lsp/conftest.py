@@ -97,16 +97,22 @@ async def suggest_in_each(client, docs: list[str], folder: str, timeout: float =
     return items
 
 
-def wait_for_outcome(server_url: str, completion_id: str, check, timeout: float = 30) -> dict:
-    """Poll /v1/logs (the server's DuckDB rows) until `check(row)` holds; the row."""
+def logged_row(server_url: str, find, check=lambda row: True, timeout: float = 30) -> dict:
+    """Poll /v1/logs (the server's DuckDB rows, written in the background) until the newest
+    row `find(row)` picks satisfies `check(row)`; that row."""
     deadline, row = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         rows = httpx.get(server_url + "/v1/logs", params={"limit": 200}, timeout=10).json()["rows"]
-        row = next((r for r in rows if r["id"] == completion_id), None)
+        row = next((r for r in rows if find(r)), None)
         if row is not None and check(row):
             return row
         time.sleep(0.2)
-    raise AssertionError(f"completion {completion_id}: outcome not reached in {timeout}s; last row: {row}")
+    raise AssertionError(f"no logged completion reached the check in {timeout}s; last row found: {row}")
+
+
+def wait_for_outcome(server_url: str, completion_id: str, check, timeout: float = 30) -> dict:
+    """The /v1/logs row of this completion once `check(row)` holds."""
+    return logged_row(server_url, lambda r: r["id"] == completion_id, check, timeout)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from lsprotocol import types
 
 from tests.conftest import metric
-from tests.lsp.conftest import inline, insert, lsp_session, open_doc, stats, wait_for_outcome
+from tests.lsp.conftest import inline, insert, logged_row, lsp_session, open_doc, stats, wait_for_outcome
 
 URI = "file:///work/project/maths.py"
 CODE = "def add(a, b):\n    return"
@@ -174,17 +174,6 @@ async def test_bad_requests_get_errors_and_the_server_keeps_answering(server, ls
         assert (await first_item(client, pos=(2, 10))).insert_text
 
 
-async def logged_row(server_url: str, prefix: str, timeout: float = 30) -> dict:
-    """The newest /v1/logs row for this prefix (rows are written in the background)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = httpx.get(server_url + "/v1/logs", params={"limit": 20}, timeout=10).json()["rows"]
-        if row := next((r for r in rows if r["prefix"] == prefix), None):
-            return row
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no logged completion for {prefix!r}")
-
-
 async def test_automatic_triggers_carry_the_latency_budget(server, lsp_data):
     """latencyBudgetMs: an automatic trigger gets what the engine generated within it; an
     explicit invocation waits for the whole suggestion."""
@@ -194,7 +183,8 @@ async def test_automatic_triggers_carry_the_latency_budget(server, lsp_data):
             uri = f"file:///work/budget/m{i}.py"
             open_doc(client, uri, code)
             await inline(client, uri, 1, 4, automatic=automatic)
-        hurried, whole = await logged_row(server.url, auto), await logged_row(server.url, invoked)
+        hurried = logged_row(server.url, lambda r: r["prefix"] == auto)
+        whole = logged_row(server.url, lambda r: r["prefix"] == invoked)
     assert hurried["finish_reason"] == "length" and hurried["completion_tokens"] < whole["completion_tokens"]
 
 
