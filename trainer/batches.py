@@ -26,13 +26,22 @@ class Encoded:
         return len(self.input_ids) - self.prompt_len
 
 
-def encode(tokenizer: Any, prompt: str, completion: str, max_tokens: int, weight: float = 1.0) -> Encoded:
-    """prompt + completion + EOS, the completion cut so the whole fits in `max_tokens`."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"][: max_tokens - 2]
+def encode(tokenizer: Any, prompt: str, completion: str, max_tokens: int, weight: float = 1.0, *, eos: bool = True) -> Encoded:
+    """prompt + completion + EOS, the completion cut so the whole fits in `max_tokens`.
+
+    `eos` False for prefix-only training: there the code goes on after the completion, and
+    a model taught to end there would end suggestions early.
+
+    The prompt is never empty: the first completion token needs a position before it to be
+    predicted from (and collate's logits window is one longer than the completion). An empty
+    prompt (prefix-only, a line at the top of a file, with a tokenizer that adds no BOS, as
+    SmolLM2's) becomes the start-of-text token alone.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"][: max_tokens - 2] or [start_id(tokenizer)]
     room = max_tokens - len(prompt_ids) - 1
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"][:room]
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return Encoded(prompt_ids + completion_ids + eos, len(prompt_ids), weight)
+    end = [tokenizer.eos_token_id] if eos and tokenizer.eos_token_id is not None else []
+    return Encoded(prompt_ids + completion_ids + end, len(prompt_ids), weight)
 
 
 @dataclass
@@ -49,12 +58,24 @@ class Batch:
                      self.labels.to(device), self.weights.to(device), self.tokens)
 
 
+def start_id(tokenizer: Any) -> int:
+    """The token an empty prompt stands on: BOS, or EOS (the document separator) without one."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty prompt with")
+    return token
+
+
 def pad_id(tokenizer: Any) -> int:
     """The padding token; EOS for tokenizers without one (padding is masked either way)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
+    if any(e.prompt_len < 1 for e in items):
+        # Its first completion token would have no position to be predicted from, and the
+        # logits window (completion + 1) would be longer than the sequence.
+        raise ValueError("an encoded item has no prompt token; build items with encode()")
     width = max(len(e.input_ids) for e in items)
     keep = max(e.completion_len for e in items)  # positions whose logits are needed
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)

@@ -27,6 +27,7 @@ def examples_from_export(parquet: Path, config: DataConfig) -> tuple[list[Exampl
 def examples_from_rows(rows: Iterable[dict[str, Any]], config: DataConfig) -> tuple[list[Example], Counter]:
     examples, counts = [], Counter()
     for row in rows:
+        # The export's `accepted` is true for partial accepts too (feedback/outcomes.py).
         accepted = bool(row.get("accepted")) or bool(row.get("partial"))
         kind = "accepted" if accepted else "rejected" if row.get("rejected") else None
         if kind is None:
@@ -35,9 +36,10 @@ def examples_from_rows(rows: Iterable[dict[str, Any]], config: DataConfig) -> tu
         if row.get("prefix") is None or row.get("text") is None:
             counts["no_code_stored"] += 1
             continue
-        text = row["text"]
-        if kind == "accepted" and not row.get("accepted") and row.get("partial_chars"):
-            text = text[: int(row["partial_chars"])]  # only the part the user took
+        text = taken_text(row) if kind == "accepted" else row["text"]
+        if text is None:
+            counts["partial_cut_unknown"] += 1
+            continue
         if not text.strip():
             counts["empty"] += 1
             continue
@@ -52,6 +54,26 @@ def examples_from_rows(rows: Iterable[dict[str, Any]], config: DataConfig) -> tu
             language=row.get("language") or "", weight=retention_weight(row, config) if kind == "accepted" else 1.0,
         ))
     return examples, counts
+
+
+def taken_text(row: dict[str, Any]) -> str | None:
+    """The part of an accepted suggestion the user took: all of it, or its first
+    `accepted_chars` characters for a partial accept.
+
+    The export gives `accepted_chars` = text_chars after a full accept (also when a partial
+    one came first), else the largest partial accept; `text_chars` is the length the client
+    saw, before the server scrubbed secrets from the stored text. None when the stored text
+    no longer lines up with those characters (a secret was replaced) and only part was taken.
+    """
+    text = row["text"]
+    shown = row.get("text_chars")
+    shown = len(text) if shown is None else int(shown)
+    taken = row.get("accepted_chars")
+    if taken is None or int(taken) >= shown:
+        return text
+    if len(text) != shown:
+        return None
+    return text[: max(int(taken), 0)]
 
 
 def retention_weight(row: dict[str, Any], config: DataConfig) -> float:

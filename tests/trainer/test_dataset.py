@@ -14,12 +14,29 @@ def ex(i: int, kind: str = "fim", t: float | None = None) -> Example:
 
 
 def test_newest_commits_are_held_out_and_never_trained_on():
-    examples = [ex(i) for i in range(20)] + [ex(100, "accepted", t=50), ex(101, "rejected")]
+    examples = [ex(i) for i in range(20)] + [ex(100, "accepted", t=5), ex(101, "rejected")]
     split = split_by_time(examples, DataConfig(holdout_fraction=0.2, min_train_examples=1, min_eval_examples=1))
     assert [e.commit for e in split.eval] == [f"c{i}" for i in range(16, 20)]
     assert {e.commit for e in split.train} == {f"c{i}" for i in range(16)} | {"c100"}
     assert max(e.time for e in split.train if e.kind == "fim") < min(e.time for e in split.eval)
     assert [e.commit for e in split.negatives] == ["c101"]  # rejected: kept apart, not trained on
+
+
+def test_accepted_suggestions_are_split_by_the_same_time():
+    """A suggestion accepted at or after the cut may hold the held-out commits' code: never
+    trained on, and counted."""
+    commits = [ex(i) for i in range(10)]  # holdout_fraction 0.2: commits at t >= 8 held out
+    accepted = [ex(100, "accepted", t=3), ex(101, "accepted", t=7.9), ex(102, "accepted", t=8), ex(103, "accepted", t=30)]
+    split = split_by_time([*commits, *accepted], DataConfig(holdout_fraction=0.2, min_train_examples=1, min_eval_examples=1))
+    assert split.holdout_from == 8.0
+    assert sorted(e.commit for e in split.train if e.kind == "accepted") == ["c100", "c101"]
+    assert all(e.kind == "fim" for e in split.eval)  # suggestions are not evaluated on either
+    assert split.counts() == {"train": 8 + 2, "eval": 2, "negatives": 0, "telemetry_held_out": 2}
+
+    dated = split_by_time([*commits, *accepted], DataConfig(holdout_since="1970-01-01T00:00:05", min_train_examples=1,
+                                                            min_eval_examples=1))
+    assert sorted(e.commit for e in dated.train if e.kind == "accepted") == ["c100"]
+    assert dated.counts()["telemetry_held_out"] == 3
 
 
 def test_holdout_since_a_date():
