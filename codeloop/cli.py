@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from codeloop import auth_cli, telemetry_cli, trainer_cli
+from codeloop import auth_cli, eval_cli, telemetry_cli, trainer_cli
 from codeloop.settings import Settings, SettingsError, config_path, load_settings
 
 
@@ -190,6 +190,7 @@ def show_settings(as_json) -> None:
 auth_cli.register(cli, _settings)
 telemetry_cli.register(cli, _settings)
 trainer_cli.register(cli, _settings, _model_dir)
+eval_cli.register(cli, _settings)
 
 
 def main() -> None:

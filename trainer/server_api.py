@@ -34,8 +34,15 @@ class ServerApi:
     def register(self, name: str, path: Path) -> dict[str, Any]:
         return self._call("POST", "/v1/adapters", json={"name": name, "path": str(path)})
 
+    def unload(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/adapters/{name}")
+
     def promote(self, name: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/adapters/{name}/promote")
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/completions as an editor sends it (the body is passed through)."""
+        return self._call("POST", "/v1/completions", json=body)
 
     def start_experiment(self, name: str, arms: dict[str, float], control: str) -> dict[str, Any]:
         return self._call("POST", "/v1/experiments", json={"name": name, "arms": arms, "control": control})
