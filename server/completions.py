@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 from functools import partial
 
 from server.adapters import AdapterRegistry
@@ -11,6 +12,7 @@ from server.engines import Completion, Engine, EngineBusy, GenerationParams
 from server.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
 from server.postprocess import block_ended, postprocess, wants_multiline
+from server.token_healing import Healed, heal, split_stops, strip_removed
 from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
 
 
@@ -59,16 +61,19 @@ class CompletionService:
         experiment, arm = (routed[0].id, routed[1]) if routed else (None, None)
         adapter = self.registry.resolve(arm or requested)
         template = self.template_for(adapter)
-        prompt = build_prompt(template, prefix, suffix, self.engine.tokenizer, self.settings.max_prompt_tokens, self.settings.suffix_share)
+        healed = heal(prefix) if self.settings.token_healing else Healed(prefix, "")
+        prompt = build_prompt(template, healed.prompt_prefix, suffix, self.engine.tokenizer,
+                              self.settings.max_prompt_tokens, self.settings.suffix_share)
+        cursor_prefix = prompt.prefix + healed.removed  # what the editor has before the cursor
         stops = [*template.stop, *req.stop_list()]
         stop_check = None
         if req.postprocess:
             # Tokens past what postprocess keeps would be generated for nobody: a single-line
             # suggestion stops at the line end, a multi-line one once its block has ended.
-            if not wants_multiline(prompt.prefix, prompt.suffix):
+            if not wants_multiline(cursor_prefix, prompt.suffix):
                 stops.append("\n")
             else:
-                stop_check = partial(block_ended, prefix=prompt.prefix, language=language)
+                stop_check = partial(block_ended, prefix=cursor_prefix, language=language)
         params = GenerationParams(
             max_tokens=max_tokens,
             temperature=req.temperature,
@@ -84,7 +89,11 @@ class CompletionService:
             raise EngineBusy(f"{self._in_flight} completions are already in progress; retry shortly")
         self._in_flight += 1
         try:
-            result = await self._generate(prompt.text, params, adapter)
+            result = await self._generate_healed(prompt.text, params, adapter, healed.removed)
+            if result is None:  # the model did not re-write what healing removed: ask unhealed
+                prompt = build_prompt(template, prefix, suffix, self.engine.tokenizer,
+                                      self.settings.max_prompt_tokens, self.settings.suffix_share)
+                result = await self._generate(prompt.text, params, adapter)
         except asyncio.CancelledError:  # the client went away; the engine has stopped
             self.metrics.completions.labels(adapter or "base", "cancelled").inc()
             raise
@@ -92,7 +101,7 @@ class CompletionService:
             self._in_flight -= 1
         text = result.text
         if req.postprocess:
-            text = postprocess(text, prompt.prefix, prompt.suffix, language=language, stop=params.stop)
+            text = postprocess(text, cursor_prefix, prompt.suffix, language=language, stop=params.stop)
         total_ms = (time.monotonic() - started) * 1000
         self._observe(result, adapter)
         response = CompletionResponse(
@@ -112,8 +121,39 @@ class CompletionService:
             ),
         )
         if self.telemetry is not None:
-            self.telemetry.record_completion(req, response, prompt.prefix, prompt.suffix, language)
+            self.telemetry.record_completion(req, response, cursor_prefix, prompt.suffix, language)
         return response
+
+    async def _generate_healed(self, text: str, params: GenerationParams, adapter: str | None,
+                               removed: str) -> Completion | None:
+        """Generate from a healed prompt: the answer without the re-written part, or None when
+        the model wrote something else there. Stops that could match inside the re-written part
+        (a newline stop and a newline before the indentation) apply only after it."""
+        if not removed:
+            return await self._generate(text, params, adapter)
+        early, late = split_stops(params.stop, removed)
+        inner = params.stop_check
+
+        def after_removed(generated: str) -> bool:
+            rest = strip_removed(generated, removed)
+            if rest is None:
+                return len(generated) >= len(removed)  # went elsewhere: no use going on
+            return any(s in rest for s in late) or bool(inner and inner(rest))
+
+        # A few more tokens for the re-written part (a newline and indentation: one or two).
+        healed_params = replace(params, stop=early, stop_check=after_removed if (late or inner) else None,
+                                max_tokens=params.max_tokens + 2)
+        result = await self._generate(text, healed_params, adapter)
+        rest = strip_removed(result.text, removed)
+        if rest is None:
+            if not (removed.startswith(result.text) or result.finish_reason == "cancelled" or params.past_deadline()):
+                return None  # the model went elsewhere: worth asking the unhealed prompt
+            rest = ""  # stopped (budget, cancel, end) before it had re-written the removed part
+        for stop in late:
+            if stop in rest:
+                rest, result.finish_reason = rest[: rest.index(stop)], "stop"
+        result.text = rest
+        return result
 
     async def _generate(self, text: str, params: GenerationParams, adapter: str | None) -> Completion:
         if not text:

@@ -1,0 +1,56 @@
+"""Token healing: where the prompt ends, and which stops wait until the re-written part is past."""
+from __future__ import annotations
+
+import pytest
+
+from server.token_healing import heal, split_stops, strip_removed
+
+
+@pytest.mark.parametrize("prefix, prompt, removed", [
+    ("def f(x):\n    ", "def f(x):", "\n    "),  # after the auto-indent: back to before the newline
+    ("def f(x):\n\n        ", "def f(x):\n", "\n        "),
+    ("    ", "", "    "),  # indentation on the first line of a file
+    ("def f(x):\n    retu", "def f(x):\n   ", " retu"),  # inside a word: the word and its space
+    ("x = self.fo", "x = self.", "fo"),
+    ("x = ", "x =", " "),  # one space after an operator
+    ("x =  ", "x =  ", ""),  # several spaces: not how text is tokenized either way; left alone
+    ("def f(x):\n", "def f(x):\n", ""),  # at a line start
+    ("print(", "print(", ""),  # after punctuation
+    ("", "", ""),
+])
+def test_heal(prefix, prompt, removed):
+    healed = heal(prefix)
+    assert (healed.prompt_prefix, healed.removed) == (prompt, removed)
+    assert healed.prompt_prefix + healed.removed == prefix
+
+
+def test_heal_leaves_a_long_token_alone():
+    word = "x" * 40
+    assert heal("y = " + word).removed == ""
+
+
+def test_heal_ends_the_prompt_where_the_tokenizer_ends_a_token(smol_tokenizer):
+    """The reason it exists: the healed prompt's tokens are a prefix of the whole line's tokens."""
+    tok = smol_tokenizer
+    for prefix, line in [("def f(x):\n    ", "return x"), ("class A:\n    def g(self):\n        ", "self.x = 1"),
+                         ("def f(x):\n    retu", "rn x")]:
+        healed = heal(prefix)
+        whole = tok(prefix + line, add_special_tokens=False)["input_ids"]
+        start = tok(healed.prompt_prefix, add_special_tokens=False)["input_ids"]
+        unhealed = tok(prefix, add_special_tokens=False)["input_ids"]
+        assert whole[: len(start)] == start
+        assert whole[: len(unhealed)] != unhealed  # the cursor's end is not a token boundary
+
+
+def test_split_stops_keeps_a_newline_stop_for_after_the_rewritten_newline():
+    early, late = split_stops(("\n", "<|endoftext|>", "\n\n", "  ", "   x"), "\n    ")
+    # "\n\n" cannot match there (a space follows the newline); "   x" can start inside it
+    assert early == ("<|endoftext|>", "\n\n")
+    assert set(late) == {"\n", "  ", "   x"}
+    assert split_stops(("\n",), " retu") == (("\n",), ())
+
+
+def test_strip_removed():
+    assert strip_removed("\n    return x", "\n    ") == "return x"
+    assert strip_removed("\n  return x", "\n    ") is None
+    assert strip_removed(" return", " retu") == "rn"
