@@ -214,6 +214,15 @@ class AdapterRegistry:
             if name not in self.records and name != "base":
                 raise AdapterError(404, f"unknown adapter {name!r}")
             self.live = None if name == "base" else name
+            if self.live:
+                # The trainer adds its held-out figures and gate to codeloop.json after loading
+                # the adapter to evaluate it: show what the file says now (the FIM template
+                # stays as registered: requests already use it).
+                meta_file = Path(self.records[name].path) / "codeloop.json"
+                try:
+                    self.records[name].metadata = json.loads(meta_file.read_text())
+                except (OSError, ValueError):
+                    pass  # unreadable now: keep what was read at registration
             self._save()
 
     async def unload(self, name: str, *, in_use: set[str] = frozenset()) -> None:

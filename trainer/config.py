@@ -59,6 +59,14 @@ class DataConfig(_Strict):
     min_train_examples: int = Field(32, ge=1)
     min_eval_examples: int = Field(4, ge=1)
     max_seq_tokens: int = Field(512, ge=64)
+    # The repository at the cut, as windows of whole lines learned token by token
+    # (trainer/snapshot.py): most of what a model learns per CPU minute comes from these.
+    snapshot: bool = True
+    window_chars: int = Field(1500, ge=200)  # about max_seq_tokens of code
+    recent_commits: int = Field(50, ge=0)  # files these last commits touched are read twice
+    # History's hunks at most this share of the training examples (sampled with the seed):
+    # each teaches a few tokens per sequence, a window several hundred.
+    history_share: float = Field(0.25, ge=0, le=1)
     suffix_share: float = Field(0.25, ge=0, le=0.9)
     telemetry: bool = True  # add accepted suggestions from the server's export
     # An accepted suggestion weighs 0.5 + 0.5 * its retained share (unknown retention: 0.75).
@@ -69,8 +77,9 @@ class TrainConfig(_Strict):
     rank: int = Field(16, ge=1, le=256)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    lr: float = Field(2e-4, gt=0)
+    # Attention and MLP: the MLP holds what a model knows about names and APIs.
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     batch_size: int = Field(4, ge=1)
@@ -84,12 +93,17 @@ class TrainConfig(_Strict):
     # auto: 4-bit NF4 QLoRA where CUDA is present, plain LoRA in fp32 on CPU (measured in
     # CPU-TRAINING.md: NF4 on CPU is no faster and hurts a small model). nf4 forces it.
     quantize: Literal["auto", "nf4", "none"] = "auto"
-    # FIM format for a model without FIM tokens: its unused single-token specials.
+    # The prompt format learned: "auto" is the model's own FIM format, and prefix-only for a
+    # model without FIM tokens (the format it already knows, so every step goes into the
+    # code); "smollm-fim" teaches the default model FIM on its unused special tokens.
     fim_template: str = "auto"
 
 
 class EvalConfig(_Strict):
-    max_examples: int = Field(64, ge=1)
+    # Held-out lines asked through the server (as `codeloop eval` asks), at most this many;
+    # the promote gate needs trainer.publish.min_gate_examples of them.
+    max_examples: int = Field(150, ge=1)
+    per_file: int = Field(2, ge=1)  # held-out lines at most per file per commit
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(8, ge=1)
 
@@ -98,8 +112,13 @@ class PublishConfig(_Strict):
     name: str = "team"  # adapters are published as NAME@VERSION
     action: Literal["promote", "experiment", "none"] = "promote"
     experiment_share: float = Field(0.5, gt=0, lt=1)  # the candidate's share in an A/B test
-    # Promote only when the candidate beats the live adapter's held-out exact match by this.
+    # Promote only when the candidate's held-out next-line exact match beats the live adapter's
+    # (the base model's when none is live) significantly: McNemar's exact test p < gate_alpha
+    # and the gain's bootstrap interval above zero, on at least min_gate_examples examples
+    # (trainer.eval.max_examples bounds how many are evaluated), and by more than min_gain.
     min_gain: float = Field(0.0, ge=0)
+    min_gate_examples: int = Field(100, ge=1)
+    gate_alpha: float = Field(0.05, gt=0, lt=1)
 
 
 class RefreshConfig(_Strict):

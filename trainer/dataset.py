@@ -2,8 +2,10 @@
 
 The newest commits are held out for evaluation and never trained on: a share of them
 (`holdout_fraction`) or every commit from `holdout_since` on. Accepted suggestions from
-telemetry only ever train; rejected ones are kept apart as negatives (for preference
-training later; nothing trains on them now).
+telemetry are split by the same time: those made before the cut train, later ones are
+dropped (the held-out commits' code may be in them, so training on them would leak the
+evaluation). Rejected ones are kept apart as negatives (for preference training later;
+nothing trains on them now).
 """
 from __future__ import annotations
 
@@ -30,37 +32,50 @@ class SplitData:
     train: list[Example]
     eval: list[Example]
     negatives: list[Example]
-    holdout_from: float  # unix time: commits at or after it are held out
+    holdout_from: float  # unix time: commits (and suggestions) at or after it are held out
     data_hash: str
+    telemetry_held_out: int = 0  # accepted suggestions made at or after holdout_from: not trained on
 
     def counts(self) -> dict[str, int]:
-        return {"train": len(self.train), "eval": len(self.eval), "negatives": len(self.negatives)}
+        return {"train": len(self.train), "eval": len(self.eval), "negatives": len(self.negatives),
+                "telemetry_held_out": self.telemetry_held_out}
+
+
+def holdout_cut(examples: Sequence[Example], config: DataConfig) -> float:
+    """Unix time from which commits are held out: `holdout_since`, or the newest
+    `holdout_fraction` of the mined commits (inf: nothing held out)."""
+    if config.holdout_since:
+        return _parse_date(config.holdout_since)
+    commit_times = sorted({(e.time, e.source, e.commit) for e in examples if e.kind in ("fim", "function")})
+    if not commit_times:
+        return math.inf
+    held = max(1, math.ceil(len(commit_times) * config.holdout_fraction))
+    return commit_times[-held][0] if held < len(commit_times) else math.inf
 
 
 def split_by_time(examples: Sequence[Example], config: DataConfig) -> SplitData:
-    """Hold out the newest commits; raise TooLittleData when either side is too small."""
+    """Hold out the newest commits; raise TooLittleData when either side is too small.
+
+    Snapshot windows (kind "file", trainer/snapshot.py) are read at the cut, so they train."""
     negatives = [e for e in examples if e.kind == "rejected"]
     mined = [e for e in examples if e.kind in ("fim", "function")]
+    files = [e for e in examples if e.kind == "file"]
     accepted = [e for e in examples if e.kind == "accepted"]
     commit_times = sorted({(e.time, e.source, e.commit) for e in mined})
-    if config.holdout_since:
-        cut = _parse_date(config.holdout_since)
-    elif commit_times:
-        held = max(1, math.ceil(len(commit_times) * config.holdout_fraction))
-        cut = commit_times[-held][0] if held < len(commit_times) else math.inf
-    else:
-        cut = math.inf
-    train = [e for e in mined if e.time < cut] + accepted
+    cut = holdout_cut(examples, config)
+    train = [e for e in mined if e.time < cut] + [e for e in files if e.time < cut] + [e for e in accepted if e.time < cut]
     held_out = [e for e in mined if e.time >= cut]
+    telemetry_held_out = sum(1 for e in accepted if e.time >= cut)
     if len(train) < config.min_train_examples or len(held_out) < config.min_eval_examples:
         raise TooLittleData(
             f"too little data: {len(train)} training examples (need {config.min_train_examples}) and "
             f"{len(held_out)} held-out examples (need {config.min_eval_examples}), from "
-            f"{len(commit_times)} commits and {len(accepted)} accepted suggestions. Add repositories "
+            f"{len(commit_times)} commits and {len(accepted)} accepted suggestions ({telemetry_held_out} of them "
+            "made after the hold-out cut, not trained on). Add repositories "
             "(--repo), widen the mining filters, or lower trainer.data.min_train_examples / "
             "min_eval_examples (for a test only: a model trained on so little will not be better)."
         )
-    return SplitData(train, held_out, negatives, cut, data_hash([*train, *held_out]))
+    return SplitData(train, held_out, negatives, cut, data_hash([*train, *held_out]), telemetry_held_out)
 
 
 def data_hash(examples: Sequence[Example]) -> str:

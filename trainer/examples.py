@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Kind = Literal["fim", "function", "accepted", "rejected"]
+Kind = Literal["fim", "function", "file", "accepted", "rejected"]
 
 
 @dataclass(frozen=True)

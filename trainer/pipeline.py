@@ -8,8 +8,10 @@ from the last checkpoint.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -52,9 +54,8 @@ def run_training(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], a
                  echo: Callable[[str], None] = print) -> RunReport:
     from transformers import AutoConfig, AutoTokenizer
 
-    from trainer.evaluate import Candidate, evaluate, table
-    from trainer.prompts import serving_template, training_template
-    from trainer.publish import next_version, publish, write_adapter
+    from trainer.prompts import training_template
+    from trainer.publish import next_version, write_adapter
     from trainer.train import result_dict, train_adapter
 
     run_dir = paths.run_dir
@@ -66,29 +67,14 @@ def run_training(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], a
 
     tokenizer = AutoTokenizer.from_pretrained(str(paths.model_dir))
     model_type = AutoConfig.from_pretrained(str(paths.model_dir)).model_type
-    vocab = tokenizer.get_vocab()
-    template = training_template(cfg.train.fim_template, model_type, vocab)
-    echo(f"training LoRA r={cfg.train.rank} on {len(split.train)} examples (FIM format: {template.name})")
+    template = training_template(cfg.train.fim_template, model_type, tokenizer.get_vocab())
+    echo(f"training LoRA r={cfg.train.rank} on {len(split.train)} examples (prompt format: {template.name})")
     trained = train_adapter(paths.model_dir, tokenizer, template, split.train, cfg.train, cfg.data, run_dir, progress=progress)
     report.training = result_dict(trained)
     report.save(run_dir)
 
     state = _server_state(api, report)
-    candidates = [Candidate("base", None, serving_template(None, model_type, vocab, paths.serving_fim_template))]
     live = state.get("live")
-    if live:
-        record = next(a for a in state["adapters"] if a["name"] == live)
-        if Path(record["path"]).is_dir():
-            candidates.append(Candidate("live", Path(record["path"]),
-                                        serving_template(record.get("fim_template"), model_type, vocab, paths.serving_fim_template)))
-        else:
-            report.notes.append(f"live adapter {live} is not readable here ({record['path']}); compared with the base model")
-    candidates.append(Candidate("candidate", Path(trained.adapter_dir), template))
-    echo(f"evaluating {', '.join(c.label for c in candidates)} on {min(len(split.eval), cfg.eval.max_examples)} held-out examples")
-    results = evaluate(paths.model_dir, tokenizer, candidates, split.eval, cfg.eval, cfg.data, progress=progress)
-    report.evaluation = results
-    echo(table(results))
-
     name = f"{cfg.publish.name}@{next_version(cfg.publish.name, [a['name'] for a in state.get('adapters', [])], paths.adapters_dir)}"
     metadata = {
         "fim_template": template.name,
@@ -100,26 +86,85 @@ def run_training(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], a
                        "counts": {"mining": report.mining, "telemetry": report.telemetry, "split": report.split},
                        "hyperparameters": {"train": cfg.train.model_dump(), "data": cfg.data.model_dump()},
                        "code_version": code_version()},
-        "metrics": results,
         "training": report.training,
     }
     folder = write_adapter(Path(trained.adapter_dir), paths.adapters_dir, name, metadata)
     report.adapter = name
     echo(f"adapter written: {folder}")
-    if api is None or not state:
-        report.publish = {"action": "not_published", "reason": "no server to publish to; register it with POST /v1/adapters"}
+    if api is not None and state:
+        report.evaluation, report.publish = _evaluate_and_publish(cfg, api, state, name, folder, repos, split,
+                                                                  publish_action, progress, echo)
     else:
-        decision = publish(api, name, folder, live, results, cfg.publish, publish_action)
-        report.publish = decision.__dict__
+        report.evaluation = _evaluate_here(cfg, paths, tokenizer, model_type, template, trained, split, progress, echo)
+        report.publish = {"action": "not_published", "reason": "no server to publish to; register it with POST /v1/adapters"}
+    _record_metrics(folder, report.evaluation)
     echo(f"publish: {report.publish['action']}: {report.publish['reason']}")
     report.status = "done"
     report.save(run_dir)
     return report
 
 
+def _evaluate_and_publish(cfg: TrainerSettings, api: ServerApi, state: dict, name: str, folder: Path,
+                          repos: Sequence[Path], split: SplitData, action: str | None, progress: bool,
+                          echo: Callable[[str], None]) -> tuple[dict, dict]:
+    """Held-out lines asked through the server, exactly as `codeloop eval` asks them: the
+    candidate is registered (hot-loaded) to be asked, and unloaded again if it is not kept."""
+    from trainer.heldout import held_out_lines
+    from trainer.publish import publish
+    from trainer.repo_eval import BASE, gate_results, gate_table
+
+    since = datetime.fromtimestamp(split.holdout_from, timezone.utc).isoformat()
+    lines = []
+    per_repo = -(-cfg.eval.max_examples // max(1, len(repos)))
+    for repo in repos:
+        try:
+            lines += held_out_lines(Path(repo), since, n=per_repo, per_file=cfg.eval.per_file, config=cfg.mining)
+        except ValueError:
+            pass  # no held-out lines in this repository: the others may have some
+    lines = lines[: cfg.eval.max_examples]
+    api.register(name, folder)
+    models = {"base": BASE}
+    if state.get("live"):
+        models["live"] = state["live"]
+    models["candidate"] = name
+    echo(f"evaluating {', '.join(models)} on {len(lines)} held-out lines through {api.url}")
+    results = gate_results(api, lines, models, progress=progress) if lines else {}
+    echo(gate_table(results) if results else "no held-out lines to evaluate on")
+    decision = publish(api, name, folder, state.get("live"), results or {k: {} for k in models}, cfg.publish,
+                       action, registered=True)
+    return results, decision.__dict__
+
+
+def _evaluate_here(cfg: TrainerSettings, paths: RunPaths, tokenizer: Any, model_type: str, template: Any, trained: Any,
+                   split: SplitData, progress: bool, echo: Callable[[str], None]) -> dict:
+    """No server: the held-out examples generated in this process (same templates, no
+    post-processing or token healing: an approximation of what the server would answer)."""
+    from trainer.evaluate import Candidate, evaluate, table
+    from trainer.prompts import serving_template
+
+    vocab = tokenizer.get_vocab()
+    candidates = [Candidate("base", None, serving_template(None, model_type, vocab, paths.serving_fim_template)),
+                  Candidate("candidate", Path(trained.adapter_dir), template)]
+    echo(f"evaluating base, candidate in this process on {min(len(split.eval), cfg.eval.max_examples)} held-out examples")
+    results = evaluate(paths.model_dir, tokenizer, candidates, split.eval, cfg.eval, cfg.data, progress=progress)
+    echo(table(results))
+    return results
+
+
+def _record_metrics(folder: Path, results: dict) -> None:
+    """The held-out figures (without the per-example lists) into the adapter's codeloop.json."""
+    meta_file = folder / "codeloop.json"
+    metadata = json.loads(meta_file.read_text())
+    metadata["metrics"] = {label: {k: v for k, v in r.items() if k != "per_example"} for label, r in results.items()}
+    tmp = folder / ".codeloop.json.tmp"
+    tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    tmp.replace(meta_file)
+
+
 def _data(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], api: ServerApi | None,
           report: RunReport, progress: bool, echo: Callable[[str], None]) -> SplitData:
-    """Mine and split, or reuse the dataset a previous attempt of this run saved."""
+    """Mine, read the repositories at the cut, and split; or reuse the dataset a previous
+    attempt of this run saved."""
     saved = paths.run_dir / "dataset"
     previous = paths.run_dir / "run.json"
     if saved.is_dir() and previous.is_file():
@@ -134,10 +179,45 @@ def _data(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], api: Ser
     examples, mining = mine_repositories([Path(r) for r in repos], cfg.mining, progress=progress)
     report.mining = mining.to_dict()
     echo(f"mined {mining.examples} examples from {mining.commits} commits; dropped: {dict(mining.dropped)}")
+    if cfg.data.snapshot:
+        examples += _snapshot(cfg, repos, examples, report, echo)
     if cfg.data.telemetry:
         examples += _telemetry(cfg, paths, api, report, echo)
-    split = split_by_time(examples, cfg.data)
+    split = _limit_history(split_by_time(examples, cfg.data), cfg.data.history_share, cfg.train.seed)
     save_dataset(split, saved)
+    return split
+
+
+def _snapshot(cfg: TrainerSettings, repos: Sequence[Path], examples: list, report: RunReport, echo) -> list:
+    from trainer.dataset import holdout_cut
+    from trainer.snapshot import snapshot_examples
+
+    cut = holdout_cut(examples, cfg.data)
+    out = []
+    names = {r["path"]: name for name, r in report.mining.get("ranges", {}).items()}
+    for repo in repos:
+        name = names.get(str(Path(repo).expanduser().resolve()))
+        if name is None:
+            continue  # no commits mined there
+        windows, counts = snapshot_examples(Path(repo), cut, cfg.mining, name=name, window_chars=cfg.data.window_chars,
+                                            recent_commits=cfg.data.recent_commits)
+        report.mining.setdefault("snapshot", {})[name] = dict(counts)
+        out += windows
+    echo(f"read the repositor{'y' if len(repos) == 1 else 'ies'} at the hold-out cut: {len(out)} windows of code")
+    return out
+
+
+def _limit_history(split: SplitData, share: float, seed: int) -> SplitData:
+    """At most `share` of the training examples from history's hunks when there are windows."""
+    files = [e for e in split.train if e.kind == "file"]
+    if not files:
+        return split
+    history = [e for e in split.train if e.kind in ("fim", "function")]
+    rest = [e for e in split.train if e.kind not in ("file", "fim", "function")]
+    keep = int(share * len(files) / max(1e-9, 1 - share)) if share < 1 else len(history)
+    random.Random(seed).shuffle(history)
+    split.train = files + history[:keep] + rest
+    split.data_hash = data_hash([*split.train, *split.eval])  # what is trained on (and resumed from)
     return split
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.fim import TEMPLATES, FimTemplate, build_prompt, get_template
+from server.fim import TEMPLATES, FimTemplate, build_prompt, get_template  # noqa: F401 (TEMPLATES re-exported)
 
 # A model without FIM tokens (the default SmolLM2) learns FIM on unused single-token
 # specials: the adapter stays LoRA-only (no new tokens, which vLLM cannot serve).
@@ -16,18 +16,25 @@ REUSED_SPECIALS = "smollm-fim"
 
 
 def training_template(name: str, model_type: str | None, vocab: Any) -> FimTemplate:
+    """"auto": the model's own FIM format, or prefix-only for a model without FIM tokens (the
+    format it was pretrained on: a short CPU budget then goes into the code, not into learning
+    a new format). "smollm-fim" (REUSED_SPECIALS) teaches FIM on unused single-token specials."""
     if name != "auto":
-        return get_template(name)
-    detected = get_template("auto", model_type, vocab)
-    if detected.supports_suffix:
-        return detected
-    reused = TEMPLATES[REUSED_SPECIALS]
-    if all(token in vocab for token in reused.vocab_tokens):
-        return reused
-    raise ValueError(
-        "this model has no fill-in-the-middle tokens and not the unused special tokens codeloop "
-        "reuses for them; set trainer.train.fim_template (e.g. 'prefix-only')"
-    )
+        template = get_template(name)
+        if template.vocab_tokens and not all(token in vocab for token in template.vocab_tokens):
+            raise ValueError(f"trainer.train.fim_template = {name!r}: this model's vocabulary lacks its tokens "
+                             f"{', '.join(template.vocab_tokens)}; use 'auto' or 'prefix-only'")
+        return template
+    return get_template("auto", model_type, vocab)
+
+
+def heal_aligned(prefix: str, middle: str) -> tuple[str, str]:
+    """The example as the server asks for it with token healing (server/token_healing.py): a
+    middle that starts an indented line after a line break begins with that line break, so
+    the model learns to write "\\n    name" after the previous line, as the tokenizer splits it."""
+    if prefix.endswith("\n") and middle[:1] in (" ", "\t") and middle.strip():
+        return prefix[:-1], "\n" + middle
+    return prefix, middle
 
 
 def serving_template(name: str | None, model_type: str | None, vocab: Any, default: str = "auto") -> FimTemplate:

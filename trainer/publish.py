@@ -1,5 +1,6 @@
 """Publishing a trained adapter: the folder into the adapter directory, then (over HTTP)
-registered, and promoted or A/B-tested against the live adapter, as configured.
+registered, and promoted or A/B-tested against the live adapter, as configured. Promotion
+is gated on a paired significance test over the held-out examples (trainer/significance.py).
 
 The folder is written under a hidden name and renamed when complete, and the server is only
 told at the very end: a run that dies earlier leaves the live adapter and the registry as
@@ -17,6 +18,7 @@ from typing import Any
 
 from trainer.config import PublishConfig
 from trainer.server_api import ServerApi
+from trainer.significance import PairedComparison, compare_paired
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -26,6 +28,7 @@ class Decision:
     action: str  # what was done: "promoted", "experiment", "registered", "not_published"
     reason: str
     experiment_id: str | None = None
+    gate: dict | None = None  # GateResult.to_dict(): the comparison behind the decision
 
 
 def next_version(name: str, existing: list[str], adapters_dir: Path) -> int:
@@ -54,34 +57,101 @@ def write_adapter(trained: Path, adapters_dir: Path, folder_name: str, metadata:
     return final
 
 
-def beats_live(results: dict[str, dict[str, float]], config: PublishConfig) -> tuple[bool, str]:
-    """Does the candidate's held-out exact match (next line) beat the live model's?"""
-    live_label = "live" if "live" in results else "base"
-    cand, live = results["candidate"]["exact_match_line"], results[live_label]["exact_match_line"]
-    ok = cand > live + config.min_gain
-    verdict = "beats" if ok else "does not beat"
-    return ok, f"candidate exact match {cand:.3f} {verdict} {live_label} {live:.3f} (min gain {config.min_gain})"
+@dataclass
+class GateResult:
+    """Should the candidate replace `against` (the live adapter, or the base model)?"""
+
+    passed: bool
+    reason: str
+    against: str  # the results label compared with: "live" or "base"
+    against_model: str  # the adapter's name, or "base"
+    n: int  # held-out examples both were scored on
+    comparison: PairedComparison | None  # None with too few examples
+
+    def to_dict(self, config: PublishConfig) -> dict[str, Any]:
+        return {"decision": "promote" if self.passed else "do_not_promote", "reason": self.reason,
+                "against": self.against, "against_model": self.against_model, "n": self.n,
+                "min_gate_examples": config.min_gate_examples, "alpha": config.gate_alpha, "min_gain": config.min_gain,
+                "metric": "exact_match_line", "test": "mcnemar_exact + paired bootstrap",
+                "comparison": self.comparison.to_dict() if self.comparison else None}
 
 
-def publish(api: ServerApi, name: str, folder: Path, live: str | None, results: dict[str, dict[str, float]],
-            config: PublishConfig, action: str | None = None) -> Decision:
-    """Register the adapter (hot-load), then promote it, start an A/B test, or leave it.
+def gate(results: dict[str, dict[str, Any]], config: PublishConfig, live: str | None = None) -> GateResult:
+    """The paired test of the candidate against the live adapter (the base model when
+    nothing is live or the live one could not be evaluated) on the same held-out examples.
 
-    A candidate that does not beat the live adapter is not promoted; with action "promote" it
-    is not even loaded (it would take an engine slot for nothing), but its folder stays in the
-    adapter directory, so `--publish experiment` or POST /v1/adapters can still try it.
+    results[label]["per_example"] = {"exact_match_line": [bool...], "edit_sim_line": [float...]},
+    in the same example order for every label.
+    """
+    label = "live" if "live" in results else "base"
+    model = (live or "live") if label == "live" else "base"
+    base, cand = _per_example(results, label), _per_example(results, "candidate")
+    n = len(base["exact_match_line"])
+    if len(cand["exact_match_line"]) != n:
+        raise ValueError(f"candidate scored on {len(cand['exact_match_line'])} examples, {label} on {n}: "
+                         "the gate needs both on the same examples")
+    if n < config.min_gate_examples:
+        why = (f"too few held-out examples to judge: {n} evaluated, {config.min_gate_examples} needed; raise "
+               "trainer.eval.max_examples (with enough held-out commits) or lower trainer.publish.min_gate_examples")
+        return GateResult(False, why, label, model, n, None)
+    c = compare_paired(base["exact_match_line"], cand["exact_match_line"], base["edit_sim_line"],
+                       cand["edit_sim_line"], level=1 - config.gate_alpha)
+    passed = c.significant(config.gate_alpha) and c.exact_gain > config.min_gain
+    pct, who = round(100 * c.level), label if model == label else f"{label} ({model})"
+    why = (f"candidate next-line exact match {c.cand_exact:.3f} vs {who} {c.base_exact:.3f} on {n} "
+           f"held-out examples: gain {c.exact_gain:+.3f} ({pct}% interval {c.exact_low:+.3f} to {c.exact_high:+.3f}), "
+           f"edit similarity {c.edit_sim_gain:+.3f} ({c.edit_sim_low:+.3f} to {c.edit_sim_high:+.3f}); "
+           f"{c.cand_only} right only with the candidate, {c.base_only} only with {label}, McNemar p = {c.p_value:.3g}: "
+           + ("significant" if passed else f"not a significant gain (needs p < {config.gate_alpha}, an interval "
+                                           f"above 0 and a gain over {config.min_gain})"))
+    return GateResult(passed, why, label, model, n, c)
+
+
+def _per_example(results: dict[str, dict[str, Any]], label: str) -> dict[str, list]:
+    per = results[label].get("per_example") or {}
+    return {"exact_match_line": list(per.get("exact_match_line", [])), "edit_sim_line": list(per.get("edit_sim_line", []))}
+
+
+def record_gate(folder: Path, result: GateResult, config: PublishConfig) -> None:
+    """Add the gate to the adapter's codeloop.json, atomically (a reader sees the old file or
+    the new one, never half of one)."""
+    meta_file = folder / "codeloop.json"
+    metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    metadata["gate"] = result.to_dict(config)
+    tmp = folder / ".codeloop.json.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(metadata, indent=2, sort_keys=True))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, meta_file)
+
+
+def publish(api: ServerApi, name: str, folder: Path, live: str | None, results: dict[str, dict[str, Any]],
+            config: PublishConfig, action: str | None = None, *, registered: bool = False) -> Decision:
+    """Record the gate in codeloop.json, register the adapter (hot-load), then promote it,
+    start an A/B test, or leave it.
+
+    A candidate that fails the gate is not promoted; with action "promote" it is not loaded
+    (or, `registered` for its evaluation, unloaded again: it would take an engine slot for
+    nothing), but its folder stays in the adapter directory, so `--publish experiment` or
+    POST /v1/adapters can still try it.
     """
     action = action or config.action
-    better, why = beats_live(results, config)
-    if action == "promote" and not better:
-        return Decision("not_published", f"not promoted: {why}")
-    api.register(name, folder)
+    result = gate(results, config, live)
+    record_gate(folder, result, config)  # before registering: the server reads it then
+    verdict = result.to_dict(config)
+    if action == "promote" and not result.passed:
+        if registered:  # it was loaded to be evaluated; it should not hold an engine slot
+            api.unload(name)
+        return Decision("not_published", f"not promoted: {result.reason}", gate=verdict)
+    if not registered:
+        api.register(name, folder)
     if action == "promote":
         api.promote(name)
-        return Decision("promoted", why)
+        return Decision("promoted", result.reason, gate=verdict)
     if action == "experiment":
         control = live or "base"
         share = config.experiment_share
         exp = api.start_experiment(f"{name} vs {control}", {name: share, control: 1.0 - share}, control)
-        return Decision("experiment", f"A/B test started against {control}; {why}", exp.get("id"))
-    return Decision("registered", f"registered only (action 'none'); {why}")
+        return Decision("experiment", f"A/B test started against {control}; {result.reason}", exp.get("id"), gate=verdict)
+    return Decision("registered", f"registered only (action 'none'); {result.reason}", gate=verdict)

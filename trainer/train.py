@@ -23,7 +23,7 @@ import torch
 from trainer.batches import Encoded, collate, completion_losses, encode, length_grouped_batches, pad_id
 from trainer.config import DataConfig, TrainConfig
 from trainer.examples import Example
-from trainer.prompts import render
+from trainer.prompts import heal_aligned, render
 
 
 @dataclass
@@ -84,13 +84,15 @@ def load_model(model_dir: Path, config: TrainConfig) -> Any:
 
 
 def encode_examples(examples: Sequence[Example], tokenizer: Any, template: Any, data: DataConfig) -> list[Encoded]:
-    """Each example as template(prefix, suffix) -> middle, trimmed to max_seq_tokens."""
+    """Each example as template(prefix, suffix) -> middle, trimmed to max_seq_tokens, cut where
+    the server's token healing cuts its prompts (trainer/prompts.heal_aligned)."""
     encoded = []
     for e in examples:
-        middle_tokens = len(tokenizer(e.middle, add_special_tokens=False)["input_ids"])
+        prefix, middle = heal_aligned(e.prefix, e.middle)
+        middle_tokens = len(tokenizer(middle, add_special_tokens=False)["input_ids"])
         budget = data.max_seq_tokens - min(middle_tokens, data.max_seq_tokens // 2) - 1
-        prompt = render(template, tokenizer, e.prefix, e.suffix, budget, data.suffix_share)
-        encoded.append(encode(tokenizer, prompt, e.middle, data.max_seq_tokens, e.weight))
+        prompt = render(template, tokenizer, prefix, e.suffix, budget, data.suffix_share) if prefix or e.suffix else ""
+        encoded.append(encode(tokenizer, prompt, middle, data.max_seq_tokens, e.weight, eos=template.supports_suffix))
     return encoded
 
 

@@ -50,7 +50,7 @@ def test_planted_secrets_never_reach_dataset_log_or_adapter(tiny_model, tmp_path
         for kind, secret in PLANTED.items():
             assert secret.encode() not in data, f"{kind} secret found in {path}"
     meta = json.loads((paths.adapters_dir / "team@1" / "codeloop.json").read_text())
-    assert meta["fim_template"] == "smollm-fim" and meta["provenance"]["repositories"]["acme"]["commits"] == 1 + 16 + 2
+    assert meta["fim_template"] == "prefix-only" and meta["provenance"]["repositories"]["acme"]["commits"] == 1 + 16 + 2
     assert set(meta["metrics"]) == {"base", "candidate"}
 
     again = run_training(cfg, RunPaths(model_dir=tiny_model, run_dir=paths.run_dir, adapters_dir=paths.adapters_dir),
