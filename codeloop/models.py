@@ -167,13 +167,20 @@ def check_conversion(model_dir: Path, gguf_model, tokenizer) -> ConversionCheck:
 
 def _llama_cpp_logits(token_ids: list[int]):
     """Logits of the GGUF file as llama.cpp computes them, or None when it is not installed."""
+    from server.engines.llama_cpp_model import LlamaCppModel
+
     try:
-        from llama_cpp import Llama
+        # The engine's wrapper rather than llama_cpp.Llama: Llama loads the weights into the
+        # AMX buffers where the CPU has AMX, and llama.cpp's AMX path crashes (segfault) on
+        # this project's machines as soon as it reads more than one token at a time.
+        model = LlamaCppModel(gguf_path(), n_ctx=512, n_threads=1)
     except ImportError:
         return None
-    llm = Llama(model_path=str(gguf_path()), logits_all=True, verbose=False, n_ctx=512)
-    llm.eval(token_ids)
-    return [list(row) for row in llm.scores[: len(token_ids)]]
+    try:
+        # One token at a time, each with its logits (a short prompt: this takes a second).
+        return [list(model.decode([token], i, logits=True)) for i, token in enumerate(token_ids)]
+    finally:
+        model.close()
 
 
 def read_check(model_dir: Path) -> dict | None:
@@ -182,25 +189,50 @@ def read_check(model_dir: Path) -> dict | None:
 
 
 def resolve_model(model: str, models_dir: Path) -> Path:
-    """The folder to serve: the configured one, or the (prepared) default model."""
+    """The folder to serve: the configured one (or GGUF file), or the (prepared) default model."""
     if model:
         path = Path(model).expanduser().resolve()
+        if path.suffix == ".gguf" and path.is_file():
+            return path  # served by engine llama-cpp as it is (settings check the engine)
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} has no config.json: give a Hugging Face model folder")
         return path
     return prepare_default_model(models_dir)
 
 
+def gguf_for_model(model: Path) -> Path:
+    """The GGUF file engine llama-cpp serves for `model` (what resolve_model returned): the
+    file itself, the default model's own GGUF for its converted folder, or the one .gguf file
+    inside a Hugging Face folder."""
+    model = Path(model)
+    if model.suffix == ".gguf":
+        return model
+    if (model / MARKER).is_file():  # the default model, converted from this GGUF
+        return gguf_path()
+    found = sorted(model.glob("*.gguf"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ModelError(f"engine llama-cpp serves GGUF files, and {model} holds none: set `model` to a .gguf "
+                         "file, put the model's GGUF into that folder, or use engine 'transformers'")
+    raise ModelError(f"{model} holds several GGUF files ({', '.join(p.name for p in found)}): set `model` to the one to serve")
+
+
 def describe_model_folder(path: Path, fim_template: str = "auto") -> str:
-    """Check that a configured folder loads (config and tokenizer) and say how it will be prompted."""
+    """Check that a configured folder (or GGUF file) loads (config and tokenizer) and say how
+    it will be prompted."""
     from transformers import AutoConfig, AutoTokenizer
 
     from server.fim import get_template
 
+    path = Path(path)
+    # transformers reads a GGUF file's config and tokenizer from its metadata.
+    root, kwargs = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
+    kind = "GGUF file" if kwargs else "model folder"
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(root, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(root, **kwargs)
     except Exception as exc:  # transformers raises many kinds; all mean "not a usable folder"
-        raise ModelError(f"{path} is not a loadable Hugging Face model folder: {exc}") from None
+        raise ModelError(f"{path} is not a loadable Hugging Face {kind}: {exc}") from None
     template = get_template(fim_template, config.model_type, tokenizer.get_vocab())
-    return f"model folder {path}: {config.model_type}, vocabulary {len(tokenizer)}, FIM template {template.name!r}"
+    return f"{kind} {path}: {config.model_type}, vocabulary {len(tokenizer)}, FIM template {template.name!r}"

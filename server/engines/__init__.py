@@ -14,6 +14,8 @@ def make_engine(settings, model_dir) -> Engine:
         from server.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(model_dir, max_queue=settings.max_queue, torch_threads=settings.torch_threads)
+    if settings.engine == "llama-cpp":
+        return _llama_cpp_engine(settings, model_dir)
     from server.engines.vllm_common import ZERO_ADAPTER
 
     # The all-zero adapter that stands for "no adapter" on vLLM (see vllm_common.py).
@@ -40,3 +42,17 @@ def make_engine(settings, model_dir) -> Engine:
     # The remote servers must be started with --max-lora-rank >= this setting (README).
     engine.lora_limits = LoraLimits(max_rank=settings.max_lora_rank, target_modules=VLLM_LORA_MODULES)
     return engine
+
+
+def _llama_cpp_engine(settings, model_dir) -> Engine:
+    from codeloop.models import ModelError, gguf_for_model
+    from server.engines.llama_cpp_engine import LlamaCppEngine, load_tokenizer
+
+    try:
+        gguf = gguf_for_model(model_dir)
+    except ModelError as exc:
+        raise EngineError(str(exc)) from None
+    # Room for the longest prompt the server builds and the longest answer it allows.
+    n_ctx = settings.max_prompt_tokens + settings.max_tokens_limit + 64
+    return LlamaCppEngine(model_dir, gguf, load_tokenizer(model_dir, gguf), max_queue=settings.max_queue,
+                          threads=settings.torch_threads, n_ctx=n_ctx)

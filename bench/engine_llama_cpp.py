@@ -1,0 +1,147 @@
+"""The embedded engines on the default model, in one process and one run: transformers (fp32,
+the converted folder) against llama.cpp on the model's own GGUF (Q4_1 as shipped) and on
+copies of it written as Q8_0, F16 and F32 (same weights, dequantized once; written here with
+the `gguf` package). Reading the prompt and decoding are timed separately.
+
+    .venv/bin/python bench/engine_llama_cpp.py [--rounds 3] [--prefix-tokens 500] [--new-tokens 32]
+        [--threads 1] [--formats Q4_1 Q8_0 F16 F32]
+
+Each round asks every engine in turn (so load from other processes spreads over all of them)
+for the same prompt with nothing reused (cache emptied): prompt read = time to the first
+token; decode = tokens/s after it. Then the same prompt with a line typed at its end, the
+previous prompt's KV cache reused: time to the first token when typing. Medians over rounds,
+and each figure as a ratio to transformers.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.server_latency import make_prefix  # noqa: E402
+from server.engines import GenerationParams  # noqa: E402
+
+TYPED = "    if n < 2:\n"
+# general.file_type values (llama.cpp's LLAMA_FTYPE_*).
+FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7}
+
+
+def write_gguf_as(source: Path, target: Path, fmt: str) -> Path:
+    """A copy of the GGUF `source` with its matrices in `fmt` (F32, F16 or Q8_0)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    writer = gguf.GGUFWriter(str(target), str(reader.get_field("general.architecture").contents()))
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        value = FILE_TYPES[fmt] if field.name == "general.file_type" else field.contents()
+        writer.add_key_value(field.name, value, kind, sub_type=sub)
+    for tensor in reader.tensors:
+        data = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        if data.ndim == 1 or fmt == "F32":  # norms stay F32, as llama.cpp wants them
+            writer.add_tensor(tensor.name, data)
+        elif fmt == "F16":
+            writer.add_tensor(tensor.name, data.astype(np.float16))
+        else:
+            qtype = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(tensor.name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target
+
+
+async def ask(engine, prompt: str, new_tokens: int) -> dict:
+    result = await engine.complete(prompt, GenerationParams(max_tokens=new_tokens), None)
+    assert result.completion_tokens == new_tokens, f"{result.completion_tokens} tokens: the prompt must not end early"
+    return {"prefill_s": result.first_token_ms / 1000,
+            "decode_tok_s": (result.completion_tokens - 1) / ((result.engine_ms - result.first_token_ms) / 1000),
+            "cached": result.cached_prompt_tokens}
+
+
+def clear(engine) -> None:
+    cache = getattr(engine, "_kv", None) or engine._prefix_cache
+    cache.clear()
+
+
+async def run(args) -> None:
+    from transformers import AutoTokenizer
+
+    from codeloop.models import gguf_path, prepare_default_model
+    from server.engines.llama_cpp_engine import LlamaCppEngine
+    from server.engines.transformers_engine import TransformersEngine
+
+    model_dir = prepare_default_model(Path(os.environ.get("CODELOOP_TEST_MODELS_DIR", REPO / ".codeloop-test" / "models")))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prefix = make_prefix(tokenizer, args.prefix_tokens)
+    n_prompt = len(tokenizer(prefix, add_special_tokens=False).input_ids)
+    print(f"model {model_dir.name}; prompt {n_prompt} tokens; {args.new_tokens} greedy tokens; {args.rounds} rounds; "
+          f"{args.threads} thread(s) per engine; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ggufs = {}
+        for fmt in args.formats:
+            started = time.monotonic()
+            ggufs[fmt] = gguf_path() if fmt == "Q4_1" else write_gguf_as(gguf_path(), Path(tmp) / f"model-{fmt}.gguf", fmt)
+            print(f"  {fmt}: {ggufs[fmt].stat().st_size / 2**20:.0f} MiB" + ("" if fmt == "Q4_1" else f", written in {time.monotonic() - started:.1f} s"))
+        engines = {"transformers": TransformersEngine(model_dir, torch_threads=args.threads)}
+        for fmt, path in ggufs.items():
+            engines[f"llama-cpp {fmt}"] = LlamaCppEngine(model_dir, path, tokenizer, threads=args.threads,
+                                                         n_ctx=n_prompt + args.new_tokens + 64)
+        for engine in engines.values():
+            await engine.start()
+        figures: dict[str, dict[str, list[float]]] = {name: {} for name in engines}
+        try:
+            for round_ in range(args.rounds):
+                for name, engine in engines.items():
+                    prompt = f"# round {round_}\n{prefix}"
+                    clear(engine)
+                    cold = await ask(engine, prompt, args.new_tokens)
+                    typed = await ask(engine, prompt + TYPED, args.new_tokens)
+                    for key, value in (("prefill_s", cold["prefill_s"]), ("decode_tok_s", cold["decode_tok_s"]),
+                                       ("typed_first_token_s", typed["prefill_s"])):
+                        figures[name].setdefault(key, []).append(value)
+                print(f"  round {round_ + 1} done", flush=True)
+        finally:
+            for engine in engines.values():
+                await engine.close()
+
+    rows = [("read 1st (s)", "prefill_s"), ("decode tok/s", "decode_tok_s"), ("typed 1st (s)", "typed_first_token_s")]
+    base = {key: statistics.median(figures["transformers"][key]) for _, key in rows}
+    print("\nmedians; x = times faster than transformers. read 1st: time to the first token, prompt read"
+          " in full; typed 1st: the same after typing a line (the rest reused)")
+    print(f"{'engine':18}" + "".join(f"{label:>15}{'x':>7}" for label, _ in rows))
+    for name in engines:
+        line = f"{name:18}"
+        for _, key in rows:
+            value = statistics.median(figures[name][key])
+            speedup = value / base[key] if key == "decode_tok_s" else base[key] / value
+            line += f"{value:15.3f}{speedup:7.2f}"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prefix-tokens", type=int, default=500)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="per engine (2 cores shared with other work: 1 is steadier)")
+    parser.add_argument("--formats", nargs="*", default=["Q4_1", "Q8_0", "F16", "F32"], choices=["Q4_1", "Q8_0", "F16", "F32"])
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
