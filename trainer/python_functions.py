@@ -81,6 +81,9 @@ def _functions_in(statements: list[ast.stmt], added: Ranges, offset: int) -> Ite
     """Functions (methods, nested ones) overlapping an added range, their lines + `offset`.
     Only statements that overlap one are entered: far cheaper than `ast.walk`."""
     for node in statements:
+        if not hasattr(node, "lineno"):  # a `match` statement's `case`: only its body has lines
+            yield from _functions_in(getattr(node, "body", []), added, offset)
+            continue
         first, last = node.lineno + offset, node.end_lineno + offset
         if not any(start <= last and first < start + count for start, count in added):
             continue

@@ -322,3 +322,14 @@ def test_several_repositories_are_deduplicated_together(tmp_path):
     assert set(report.ranges) == {"app", "app-2"}
     assert {e.source for e in examples} == {"app"} and report.dropped["exact_duplicate"] == 2
     assert report.commits == 2 and report.examples == len(examples) == 2
+
+
+def test_functions_inside_match_cases_are_found():
+    """`case` blocks have no line numbers of their own (ast.match_case): mining attrs' history
+    crashed on them."""
+    from trainer.python_functions import touched_functions
+
+    source = ("def route(event):\n    match event:\n        case {'kind': 'click'}:\n            def handler(e):\n"
+              "                return e['x'] + 1\n            return handler\n        case _:\n            return None\n")
+    found = touched_functions(source, [(1, 8)])
+    assert [first for first, _, _ in found] == [1, 4]
