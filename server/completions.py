@@ -12,7 +12,7 @@ from server.engines import Completion, Engine, EngineBusy, GenerationParams
 from server.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
 from server.postprocess import block_ended, postprocess, wants_multiline
-from server.token_healing import Healed, heal, split_stops, strip_removed
+from server.token_healing import Healed, heal, split_stops, still_rewriting, strip_removed
 from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
 
 
@@ -137,7 +137,7 @@ class CompletionService:
         def after_removed(generated: str) -> bool:
             rest = strip_removed(generated, removed)
             if rest is None:
-                return len(generated) >= len(removed)  # went elsewhere: no use going on
+                return not still_rewriting(generated, removed)  # went elsewhere: no use going on
             return any(s in rest for s in late) or bool(inner and inner(rest))
 
         # A few more tokens for the re-written part (a newline and indentation: one or two).
@@ -146,7 +146,7 @@ class CompletionService:
         result = await self._generate(text, healed_params, adapter)
         rest = strip_removed(result.text, removed)
         if rest is None:
-            if not (removed.startswith(result.text) or result.finish_reason == "cancelled" or params.past_deadline()):
+            if not (still_rewriting(result.text, removed) or result.finish_reason == "cancelled" or params.past_deadline()):
                 return None  # the model went elsewhere: worth asking the unhealed prompt
             rest = ""  # stopped (budget, cancel, end) before it had re-written the removed part
         for stop in late:

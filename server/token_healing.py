@@ -31,7 +31,8 @@ def heal(prefix: str) -> Healed:
     """Where to end the prompt for a cursor at the end of `prefix`.
 
     * at a line start: unchanged;
-    * indentation-only cursor line: back to before its newline (``"):"`` + ``"\\n    "``);
+    * indentation-only cursor line: back to the last character of code (``"):"`` +
+      ``"\\n    "``, blank lines included);
     * inside or right after a word: back to before the word and the one space before it;
     * anything else (after punctuation, an operator, several spaces): unchanged.
     """
@@ -39,7 +40,9 @@ def heal(prefix: str) -> Healed:
     if not head:  # at a line start: "\n" then a word is how such text is tokenized anyway
         return Healed(prefix, "")
     if not head.strip():
-        cut = len(prefix) - len(head) - (1 if "\n" in prefix else 0)
+        # Back to the last character of code: blank lines before the cursor's line are part
+        # of the same token ("\n\n   ") as its indentation.
+        cut = len(prefix.rstrip())
         return Healed(prefix[:cut], prefix[cut:])
     match = _WORD_TAIL.search(head)
     if match and len(match.group()) <= 32:
@@ -60,5 +63,22 @@ def split_stops(stops: tuple[str, ...], removed: str) -> tuple[tuple[str, ...], 
 
 
 def strip_removed(text: str, removed: str) -> str | None:
-    """The answer after the re-written part, or None when the model did not re-write it."""
-    return text[len(removed):] if text.startswith(removed) else None
+    """The answer after the re-written part, or None when the model did not re-write it.
+
+    Removed whitespace (line breaks and the cursor line's indentation) counts as re-written
+    when the answer starts a new line at the cursor's indentation, whatever blank lines it
+    puts before: the editor already shows those the user typed."""
+    if text.startswith(removed):
+        return text[len(removed):]
+    if removed.strip() or "\n" not in removed:
+        return None
+    body = text.lstrip()
+    lead = text[: len(text) - len(body)]
+    if body and "\n" in lead and lead.rsplit("\n", 1)[1] == removed.rsplit("\n", 1)[1]:
+        return body
+    return None
+
+
+def still_rewriting(text: str, removed: str) -> bool:
+    """Whether `text` may still become the re-written part (it is all the model wrote so far)."""
+    return removed.startswith(text) or (not removed.strip() and not text.strip())

@@ -33,7 +33,8 @@ def heal_aligned(prefix: str, middle: str) -> tuple[str, str]:
     middle that starts an indented line after a line break begins with that line break, so
     the model learns to write "\\n    name" after the previous line, as the tokenizer splits it."""
     if prefix.endswith("\n") and middle[:1] in (" ", "\t") and middle.strip():
-        return prefix[:-1], "\n" + middle
+        cut = len(prefix.rstrip())  # blank lines before it too, as the server cuts them
+        return prefix[:cut], prefix[cut:] + middle
     return prefix, middle
 
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from server.token_healing import heal, split_stops, strip_removed
+from server.token_healing import heal, split_stops, still_rewriting, strip_removed
 
 
 @pytest.mark.parametrize("prefix, prompt, removed", [
     ("def f(x):\n    ", "def f(x):", "\n    "),  # after the auto-indent: back to before the newline
-    ("def f(x):\n\n        ", "def f(x):\n", "\n        "),
+    ("def f(x):\n\n        ", "def f(x):", "\n\n        "),  # blank lines: one token with the indent
     ("    ", "", "    "),  # indentation on the first line of a file
     ("def f(x):\n    retu", "def f(x):\n   ", " retu"),  # inside a word: the word and its space
     ("x = self.fo", "x = self.", "fo"),
@@ -33,7 +33,7 @@ def test_heal_ends_the_prompt_where_the_tokenizer_ends_a_token(smol_tokenizer):
     """The reason it exists: the healed prompt's tokens are a prefix of the whole line's tokens."""
     tok = smol_tokenizer
     for prefix, line in [("def f(x):\n    ", "return x"), ("class A:\n    def g(self):\n        ", "self.x = 1"),
-                         ("def f(x):\n    retu", "rn x")]:
+                         ("def f(x):\n    retu", "rn x"), ("class A:\n    x = 1\n\n    ", "def g(self):")]:
         healed = heal(prefix)
         whole = tok(prefix + line, add_special_tokens=False)["input_ids"]
         start = tok(healed.prompt_prefix, add_special_tokens=False)["input_ids"]
@@ -54,3 +54,13 @@ def test_strip_removed():
     assert strip_removed("\n    return x", "\n    ") == "return x"
     assert strip_removed("\n  return x", "\n    ") is None
     assert strip_removed(" return", " retu") == "rn"
+    # removed whitespace: a new line at the cursor's indentation, whatever blank lines come first
+    assert strip_removed("\n    def g():", "\n\n    ") == "def g():"
+    assert strip_removed("\n\n\n    def g():", "\n    ") == "def g():"
+    assert strip_removed("\n  def g():", "\n\n    ") is None  # another indentation
+    assert strip_removed(" # note\n    x", "\n    ") is None  # went on with the line before
+
+
+def test_still_rewriting():
+    assert still_rewriting("\n  ", "\n    ") and still_rewriting("\n\n", "\n    ") and still_rewriting("", " retu")
+    assert still_rewriting(" ret", " retu") and not still_rewriting("\n    x", "\n    ")
