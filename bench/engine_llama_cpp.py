@@ -1,7 +1,7 @@
 """The embedded engines on the default model, in one process and one run: transformers (fp32,
 the converted folder) against llama.cpp on the model's own GGUF (Q4_1 as shipped) and on
-copies of it written as Q8_0, F16 and F32 (same weights, dequantized once; written here with
-the `gguf` package). Reading the prompt and decoding are timed separately.
+copies of it written as Q8_0 (what the engine serves by default), F16 and F32 (same weights,
+dequantized once; codeloop/gguf_requant.py). Reading the prompt and decoding are timed separately.
 
     .venv/bin/python bench/engine_llama_cpp.py [--rounds 3] [--prefix-tokens 500] [--new-tokens 32]
         [--threads 1] [--formats Q4_1 Q8_0 F16 F32]
@@ -23,46 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.server_latency import make_prefix  # noqa: E402
+from codeloop.gguf_requant import write_gguf_as  # noqa: E402
 from server.engines import GenerationParams  # noqa: E402
 
 TYPED = "    if n < 2:\n"
-# general.file_type values (llama.cpp's LLAMA_FTYPE_*).
-FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7}
-
-
-def write_gguf_as(source: Path, target: Path, fmt: str) -> Path:
-    """A copy of the GGUF `source` with its matrices in `fmt` (F32, F16 or Q8_0)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(source))
-    writer = gguf.GGUFWriter(str(target), str(reader.get_field("general.architecture").contents()))
-    for field in reader.fields.values():
-        if field.name == "general.architecture" or field.name.startswith("GGUF."):
-            continue  # written by GGUFWriter itself
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        value = FILE_TYPES[fmt] if field.name == "general.file_type" else field.contents()
-        writer.add_key_value(field.name, value, kind, sub_type=sub)
-    for tensor in reader.tensors:
-        data = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-        if data.ndim == 1 or fmt == "F32":  # norms stay F32, as llama.cpp wants them
-            writer.add_tensor(tensor.name, data)
-        elif fmt == "F16":
-            writer.add_tensor(tensor.name, data.astype(np.float16))
-        else:
-            qtype = gguf.GGMLQuantizationType.Q8_0
-            writer.add_tensor(tensor.name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return target
 
 
 async def ask(engine, prompt: str, new_tokens: int) -> dict:

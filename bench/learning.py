@@ -66,6 +66,9 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_PORT": str(port),
            "CODELOOP_CONFIG": str(data_dir / "codeloop.toml"), "CODELOOP_LOG_LEVEL": "warning",
+           # The README's figures (and tests/e2e) are on transformers; the default, auto, would
+           # pick llama-cpp where it is installed. --set CODELOOP_ENGINE=llama-cpp to measure that.
+           "CODELOOP_ENGINE": "transformers",
            "CODELOOP_TOKEN_HEALING": "true" if args.token_healing == "on" else "false",
            "CODELOOP_TRAINER__DATA__HOLDOUT_SINCE": args.since,
            # The trainer's own table: a few lines only; `codeloop eval` below is the measure.

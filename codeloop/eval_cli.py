@@ -54,7 +54,7 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
             try:
                 on_answer = (lambda m, line, text: sink.write(json.dumps({"model": m, "path": line.path, "line": line.line,
                                                                           "commit": line.commit, "expected": line.expected,
-                                                                          "answer": text}) + "\n")) if sink else None
+                                                                          "answer": text}) + "\n") and sink.flush()) if sink else None
                 results = run_eval(api, lines, [BASE, *dict.fromkeys(a for a in adapters if a != BASE)],
                                    progress=not quiet, on_answer=on_answer)
             finally:

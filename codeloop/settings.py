@@ -44,7 +44,14 @@ class Settings(BaseSettings):
     # Which engine answers: the embedded CPU engines (transformers; llama-cpp, which serves
     # the model's GGUF file and decodes faster: bench/engine_llama_cpp.py), vLLM in this
     # process (GPU), or existing `vllm serve --enable-lora` servers (see README "GPU and vLLM").
-    engine: Literal["transformers", "llama-cpp", "vllm", "vllm-remote"] = "transformers"
+    # auto: vllm where CUDA and vllm are present, else llama-cpp where llama-cpp-python
+    # imports and the model has a GGUF, else transformers (server/engines/choice.py).
+    engine: Literal["auto", "transformers", "llama-cpp", "vllm", "vllm-remote"] = "auto"
+    # What llama-cpp serves for the default model: a Q8_0 copy of its GGUF, written once (it
+    # reads prompts 1.8x as fast as the shipped Q4_1 here, as fast as transformers), or the
+    # shipped Q4_1 file.
+    # A GGUF file named in `model` (or found in its folder) is always served as it is.
+    gguf_quant: Literal["q8_0", "as-shipped"] = "q8_0"
     # FIM prompt template: "auto" detects it from the tokenizer; or a name in server.fim.TEMPLATES.
     fim_template: str = "auto"
 
@@ -57,6 +64,11 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Names clients may reach the server by (the Host header), besides loopback names, IP
+    # addresses and `host`: a DNS-rebinding web page uses its own name (server/browser_guard.py).
+    # "*.example.com" covers subdomains; "*" turns the check off. A page of one of these names
+    # may also POST to the server (e.g. behind a proxy that rewrites Host).
+    allowed_hosts: list[str] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Prompt and generation limits.
@@ -77,7 +89,8 @@ class Settings(BaseSettings):
     # 0 = no per-user limit.
     rate_limit_per_minute: int = Field(600, ge=0)
     rate_limit_burst: int = Field(60, ge=1)
-    # CPU threads of the embedded engines (transformers and llama-cpp).
+    # CPU threads of the embedded engines (transformers and llama-cpp; on a busy 2-core
+    # machine llama.cpp ran faster with 1 than with 2: README "llama.cpp engine").
     torch_threads: int = Field(0, ge=0, description="0 = all cores")
 
     # Telemetry (DuckDB under data_dir). Without store_code only lengths and hashes of code
@@ -132,8 +145,8 @@ class Settings(BaseSettings):
     @classmethod
     def _engine_serves_model(cls, value: str, info: ValidationInfo) -> str:
         model = info.data.get("model") or ""
-        if model.endswith(".gguf") and value != "llama-cpp":
-            raise ValueError(f"model {model!r} is a GGUF file, which only engine 'llama-cpp' serves")
+        if model.endswith(".gguf") and value not in ("llama-cpp", "auto"):
+            raise ValueError(f"model {model!r} is a GGUF file, which only engine 'llama-cpp' (or 'auto') serves")
         return value
 
     @field_validator("vllm_urls")
@@ -146,6 +159,15 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http(s) URL of a vLLM server")
         return [u.rstrip("/") for u in value]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip() or any(c in name for c in "/@: "):
+                raise ValueError(f"{name!r} is not a host name; give names only, such as 'codeloop.example.com' "
+                                 "or '*.example.com' (no scheme, port or path)")
+        return [name.strip().lower() for name in value]
 
     @field_validator("fim_template")
     @classmethod

@@ -20,13 +20,14 @@ from server.api import privacy as privacy_api
 from server.api import telemetry as telemetry_api
 from server.api.adapters import adapter_list
 from server.auth import USER_RESPONSES, require_user
+from server.browser_guard import BrowserGuard, HostPolicy
 from server.completions import CompletionService, RequestError
 from server.dashboard import render_home
-from server.engines import Engine, EngineBusy, EngineError, make_engine
+from server.engines import Engine, EngineBusy, EngineError, engine_choice, make_engine
 from server.limits import RequestBodyGuard
 from server.metrics import RequestMetrics, ServerMetrics
 from server.ratelimit import RateLimiter, retry_after_header
-from server.schemas import Error
+from server.schemas import HOST_REFUSALS, Error, refusals
 from server.tokens import TokenStore
 
 log = logging.getLogger("codeloop.server")
@@ -35,7 +36,9 @@ log = logging.getLogger("codeloop.server")
 def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastAPI:
     """`settings` is codeloop's Settings (any object with the same attributes will do)."""
     engine = engine or make_engine(settings, model_dir)
+    choice = engine_choice(engine, settings)  # "auto" resolved: which engine answers, and why
     metrics = ServerMetrics()
+    host_policy = HostPolicy(settings.host, settings.allowed_hosts)
     registry = AdapterRegistry(
         engine,
         adapters_dir=settings.adapters_dir,
@@ -59,8 +62,9 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             experiments = ExperimentManager(registry, writer)
             experiments.restore()
             if settings.retention_days:  # also with store_code off: code stored before then expires too
-                retention = asyncio.create_task(RetentionJob(writer, settings.retention_days, metrics).run())
-        _announce_exposure(settings, app.state.tokens)
+                retention = asyncio.create_task(RetentionJob(writer, settings.retention_days, metrics,
+                                                             data_dir=settings.data_dir).run())
+        _announce_exposure(settings, app.state.tokens, host_policy)
         await engine.start()
         for problem in await registry.restore():
             log.warning(problem)
@@ -74,14 +78,19 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
                 retention.cancel()
                 await asyncio.gather(retention, return_exceptions=True)
             await engine.close()
+            if telemetry is not None:
+                telemetry.close()  # the completions still being scrubbed reach the writer
             if writer is not None:
                 writer.close()  # flushes every queued completion and event
 
-    app = FastAPI(title="codeloop", version="0.1.0", lifespan=lifespan, responses={422: {"model": Error}})
+    app = FastAPI(title="codeloop", version="0.1.0", lifespan=lifespan, responses=refusals({422: {"model": Error}}, HOST_REFUSALS))
     app.add_middleware(RequestBodyGuard, max_bytes=settings.max_request_bytes)
+    # Before the body is read, after the request is counted: web pages are refused first.
+    app.add_middleware(BrowserGuard, policy=host_policy)
     # Pure ASGI (not @app.middleware): BaseHTTPMiddleware hides client disconnects from routes.
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
+    app.state.data_dir = settings.data_dir  # where forget and retention look for copies of telemetry
     app.state.telemetry = app.state.experiments = None
     app.state.tokens = TokenStore(settings.auth_tokens_path)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
@@ -100,7 +109,8 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
         return {
             "status": "ok" if healthy else "degraded",
             "model": engine.model_name,
-            "engine": settings.engine,
+            "engine": choice.name,
+            "engine_reason": choice.reason,
             "live_adapter": registry.live,
             "adapters": engine.adapters(),
             "queue_depth": engine.queue_depth(),
@@ -126,12 +136,12 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
         # The page is only a shell that fetches /v1 (with the token it asks for); with auth on it
         # carries no data of its own.
         locked = app.state.tokens.enabled
-        return render_home(engine.model_name, settings.engine, None if locked else adapter_list(registry))
+        return render_home(engine.model_name, choice.name, None if locked else adapter_list(registry))
 
     return app
 
 
-def _announce_exposure(settings, tokens: TokenStore) -> None:
+def _announce_exposure(settings, tokens: TokenStore, policy: HostPolicy) -> None:
     """Say at start who can reach the API: the address it binds and whether it needs tokens."""
     local = settings.local_only
     where = f"{settings.host}:{settings.port} ({'this machine only' if local else 'REACHABLE FROM OTHER MACHINES'})"
@@ -140,6 +150,8 @@ def _announce_exposure(settings, tokens: TokenStore) -> None:
     else:
         (log.info if local else log.warning)(
             "listening on %s; auth OFF: anyone who can reach it may use the API (`codeloop token create` turns auth on)", where)
+    if not local:  # a client that uses another name gets 400 (server/browser_guard.py)
+        log.info("clients may reach it by IP address or as %s (setting allowed_hosts adds names)", policy.describe())
 
 
 def _install_error_handlers(app: FastAPI) -> None:

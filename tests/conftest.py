@@ -75,9 +75,10 @@ class ServerProcess:
 
 
 def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, timeout: float = 180, port: int | None = None,
-                 python: str = sys.executable) -> ServerProcess:
+                 python: str = sys.executable, command: str = "serve") -> ServerProcess:
     """`codeloop serve` on a free port (or `port`, to restart one); returns once /healthz answers.
-    `python`: the interpreter (another virtual environment, e.g. the one with vLLM)."""
+    `python`: the interpreter (another virtual environment, e.g. the one with vLLM); `command`:
+    "up" for what `make run` starts (its banner goes to the log too)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
@@ -88,13 +89,28 @@ def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, ti
         "CODELOOP_PORT": str(port),
         "CODELOOP_CONFIG": str(data_dir / "codeloop.toml"),
         "CODELOOP_LOG_LEVEL": "warning",
+        # The default engine is "auto", which picks llama-cpp wherever llama-cpp-python is
+        # installed (as `make test` does): tests name the engine they test, transformers
+        # unless `env` says otherwise.
+        "CODELOOP_ENGINE": "transformers",
         **(env or {}),
     }
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([python, "-m", "codeloop.cli", "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([python, "-m", "codeloop.cli", command], env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, data_dir, log_path)
     wait_healthy("server", proc, server.url + "/healthz", server.log, timeout, lambda: server.stop(signal.SIGKILL))
     return server
+
+
+def linked_model_dir(model_dir: Path, parent: Path, name: str | None = None) -> Path:
+    """A copy of the model folder made of links to its files, in `parent` (named `name`, else
+    as the folder): what is written next to the folder (the Q8_0 GGUF) goes to `parent`, and
+    the 500 MB are not copied."""
+    linked = parent / (name or model_dir.name)
+    linked.mkdir(parents=True)
+    for item in model_dir.iterdir():
+        (linked / item.name).symlink_to(item.resolve())
+    return linked
 
 
 def wait_healthy(what: str, proc: subprocess.Popen, health_url: str, log, timeout: float, kill) -> None:

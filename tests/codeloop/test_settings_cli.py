@@ -27,7 +27,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_defaults(clean_env):
     s = load_settings()
-    assert (s.host, s.port, s.engine, s.model) == ("127.0.0.1", 8000, "transformers", "")
+    assert (s.host, s.port, s.engine, s.model, s.gguf_quant) == ("127.0.0.1", 8000, "auto", "", "q8_0")
     assert s.adapters_dir == s.data_dir / "adapters"
 
 
@@ -46,6 +46,7 @@ def test_toml_then_env_then_arguments(clean_env, monkeypatch):
     [
         ({"env": ("CODELOOP_PORT", "eighty")}, "port"),
         ({"env": ("CODELOOP_ENGINE", "tensorflow")}, "engine"),
+        ({"env": ("CODELOOP_GGUF_QUANT", "q2_k")}, "gguf_quant"),
         ({"env": ("CODELOOP_FIM_TEMPLATE", "fortran")}, "fim_template"),
         ({"env": ("CODELOOP_MODEL", "/no/such/model")}, "model"),
         ({"toml": "max_prompt_tokens = -5\n"}, "max_prompt_tokens"),

@@ -109,6 +109,7 @@ def test_health_metrics_docs_and_home(server):
     assert complete(server, {"segments": FIB, "max_tokens": 2}).status_code == 200
     health = httpx.get(server.url + "/healthz").json()
     assert health["status"] == "ok" and health["engine"] == "transformers"
+    assert health["engine_reason"] == "engine = 'transformers' in settings"  # tests pin it (conftest.start_server)
     metrics = httpx.get(server.url + "/metrics").text
     for name in ("codeloop_http_requests_total", "codeloop_engine_seconds_bucket", "codeloop_completion_tokens_total",
                  "codeloop_adapter_loads_total", "codeloop_time_to_first_token_seconds_bucket"):
@@ -174,7 +175,7 @@ def test_bad_requests_get_a_4xx_that_says_what_to_fix(server, body, status, need
     [
         (b'{"segments": {"prefix": "def f(', "application/json", 422, "JSON"),
         (b'{"segments": {"prefix": "\xff\xfe bad bytes"}}', "application/json", 400, "not UTF-8"),
-        (b"prefix=x", "application/x-www-form-urlencoded", 422, ""),
+        (b"prefix=x", "application/x-www-form-urlencoded", 415, "application/json"),  # a form: what a web page can send
         (b"[1, 2, 3]", "application/json", 422, ""),
     ],
 )

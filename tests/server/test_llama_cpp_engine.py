@@ -367,7 +367,8 @@ async def test_a_gguf_file_without_a_folder_is_served_with_its_own_vocabulary(se
         from_file = await engine.complete(FILE + FIB, GREEDY, None)
     finally:
         await engine.close()
-    folder = make_engine(load_settings(engine="llama-cpp", torch_threads=1), model_dir)
+    # The folder's own GGUF as shipped (the default, q8_0, would serve a Q8_0 copy of it).
+    folder = make_engine(load_settings(engine="llama-cpp", torch_threads=1, gguf_quant="as-shipped"), model_dir)
     await folder.start()
     try:
         assert (await folder.complete(FILE + FIB, GREEDY, None)).text == from_file.text
@@ -380,7 +381,7 @@ def test_settings_and_models_say_what_a_gguf_needs(settings_env, gguf, tmp_path)
     from codeloop.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="only engine 'llama-cpp'"):
-        load_settings(model=str(gguf))  # the default engine, transformers, cannot read it
+        load_settings(model=str(gguf), engine="transformers")  # which cannot read it
     folder = tmp_path / "hf-folder"
     folder.mkdir()
     with pytest.raises(ModelError, match="holds none"):
