@@ -78,7 +78,9 @@ def _open_file(settings: Settings):
 
 
 def _forget_in_file(settings: Settings, user: str) -> dict:
-    """forget_user straight on the DuckDB file, in one transaction (no server holds it)."""
+    """forget_user straight on the DuckDB file, in one transaction (no server holds it), then
+    the file rewritten without the deleted rows' bytes (feedback/compact.py)."""
+    from feedback import compact
     from feedback.db import TelemetryDBError, open_db
     from feedback.privacy import forget_user
 
@@ -90,14 +92,19 @@ def _forget_in_file(settings: Settings, user: str) -> dict:
     except TelemetryDBError as exc:
         click.echo(f"codeloop: {exc}", err=True)
         sys.exit(2)
+    fresh = None
     try:
         con.execute("BEGIN")
         forgotten = forget_user(con, user)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")  # into the file now, rather than left in the write-ahead log
+        if forgotten.completions or forgotten.experiments:
+            fresh = compact.copy_live_rows(con, settings.telemetry_db)
     finally:
         con.close()
-    return forgotten.as_dict()
+    if fresh is not None:
+        compact.put_in_place(fresh, settings.telemetry_db)
+    return {**forgotten.as_dict(), "experiments": forgotten.experiments}
 
 
 def format_table(rows: list[dict], columns) -> str:
@@ -181,8 +188,9 @@ def register(cli: click.Group, load_settings) -> None:
     @click.option("--user", required=True, help="the pseudonym, exactly as recorded (user_id in `codeloop logs --json`)")
     @server_option
     def forget(user, server):
-        """Delete a user's completions and their events: through the running server, or in
-        the DuckDB file when none runs. Exit code 1 when there was nothing to delete."""
+        """Delete a user's completions and their events, take them off experiments' user lists,
+        and remove their rows from training copies under data_dir: through the running server,
+        or in the DuckDB file when none runs. Exit code 1 when there was nothing to delete."""
         if not user.strip() or user != user.strip() or len(user) > MAX_USER_CHARS:
             raise click.BadParameter(f"{user!r}: give the pseudonym as recorded: 1 to {MAX_USER_CHARS} characters, "
                                      "no leading or trailing spaces", param_hint="--user")
@@ -198,11 +206,19 @@ def register(cli: click.Group, load_settings) -> None:
             else:
                 _raise_for(r)
                 data, where = r.json(), f"through {url}"
-        if not data["completions"]:
+        from feedback import copies
+
+        # Here too: a server elsewhere has its own data_dir, training runs may live in this one.
+        examples = data.get("training_examples", 0) + copies.forget_user(settings.data_dir, user)
+        experiments = data.get("experiments", 0)
+        if not (data["completions"] or experiments or examples):
             click.echo(f"codeloop: no telemetry recorded for user {user!r}, nothing deleted {where}; give the pseudonym "
                        "exactly as recorded (user_id in `codeloop logs --json`)", err=True)
             sys.exit(1)
         click.echo(f"deleted {data['completions']} completions and {data['events']} events of user {user!r} {where}")
+        if experiments or examples:
+            click.echo(f"removed them from {experiments} experiments' user lists and {examples} rows of training "
+                       f"copies (run datasets, exports) under {settings.data_dir}")
 
     @cli.group()
     def experiment():

@@ -87,8 +87,11 @@ def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool,
             try:
                 if api.reachable():
                     export = state_dir / "refresh-export.parquet"
-                    api.export(export, since=rf.utc_from_iso(state.get("telemetry_until")))
-                    accepted, seen = rf.count_accepted(export)
+                    try:
+                        api.export(export, since=rf.utc_from_iso(state.get("telemetry_until")))
+                        accepted, seen = rf.count_accepted(export)
+                    finally:
+                        export.unlink(missing_ok=True)  # everyone's code, only needed for the count
                     newest = seen or newest
             except ServerError as exc:
                 click.echo(f"codeloop: telemetry not counted: {exc}", err=True)

@@ -25,6 +25,7 @@ class EventsItem:
 class CallItem:
     fn: Callable[[duckdb.DuckDBPyConnection], Any]
     future: Future[Any]
+    transaction: bool = True  # False: fn runs outside one (compaction ATTACHes another file)
 
 
 Item = dict[str, Any] | EventsItem | CallItem  # a dict is a completion row

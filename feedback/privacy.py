@@ -3,10 +3,12 @@ after `retention_days`, every row of a user deleted on request.
 
 Erasing is logical. DuckDB leaves the old bytes in the file's freed blocks until new data
 reuses them (CHECKPOINT and VACUUM do not overwrite them); only rewriting the file
-(`COPY FROM DATABASE` into a new one) removes them physically.
+(feedback/compact.py) removes them physically. Copies outside the database (training runs'
+datasets, exports) are feedback/copies.py's.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,20 +55,36 @@ class Forgotten:
     completions: int
     events: int
     ids: tuple[str, ...]  # the deleted completion ids (the writer forgets them too)
+    experiments: int = 0  # experiments whose `users` list named them
 
     def as_dict(self) -> dict[str, Any]:
         return {"user": self.user, "completions": self.completions, "events": self.events}
 
 
 def forget_user(con: duckdb.DuckDBPyConnection, user: str) -> Forgotten:
-    """Delete the user's completions, their events and outcome rows. Run it in a transaction
-    (the writer's `execute`, or BEGIN/COMMIT around it) so that it is all or nothing."""
+    """Delete the user's completions, their events and outcome rows, and take them off the
+    `users` lists of experiments. Run it in a transaction (the writer's `execute`, or
+    BEGIN/COMMIT around it) so that it is all or nothing."""
+    experiments = _drop_from_experiments(con, user)
     ids = tuple(r[0] for r in con.execute("SELECT id FROM completions WHERE user_id = ?", [user]).fetchall())
     if not ids:
-        return Forgotten(user, 0, 0, ())
+        return Forgotten(user, 0, 0, (), experiments)
     mine = "(SELECT unnest(?::VARCHAR[]))"
     # Events carry no user id; they go by completion id (whatever their "at" says).
     events = con.execute(f"DELETE FROM events WHERE completion_id IN {mine}", [list(ids)]).fetchall()[0][0]
     con.execute(f"DELETE FROM completion_outcomes WHERE completion_id IN {mine}", [list(ids)])
     completions = con.execute("DELETE FROM completions WHERE user_id = ?", [user]).fetchall()[0][0]
-    return Forgotten(user, int(completions), int(events), ids)
+    return Forgotten(user, int(completions), int(events), ids, experiments)
+
+
+def _drop_from_experiments(con: duckdb.DuckDBPyConnection, user: str) -> int:
+    """Remove the user from the experiments that list users (an emptied list covers nobody,
+    unlike no list, which covers everyone); how many changed."""
+    changed = 0
+    for exp_id, arms in con.execute("SELECT id, arms FROM experiments").fetchall():
+        spec = json.loads(arms)
+        if user in (spec.get("users") or []):
+            spec["users"] = [u for u in spec["users"] if u != user]
+            con.execute("UPDATE experiments SET arms = ? WHERE id = ?", [json.dumps(spec), exp_id])
+            changed += 1
+    return changed

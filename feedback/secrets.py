@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 __all__ = ["PLACEHOLDER_PREFIX", "contains_secret", "placeholder", "scrub"]
@@ -98,11 +98,14 @@ def _scrub_private_keys(text: str, found: Counter, keep_lines: bool) -> str:
     orphan_end = _KEY_END.search(text, 0, first_begin.start() if first_begin else len(text))
     if orphan_end and _KEY_MATERIAL.search(text, max(0, orphan_end.start() - _KEY_MATERIAL_WITHIN), orphan_end.start()):
         spans.insert(0, (0, orphan_end.end()))  # text that starts in the middle of a key
-    for start, stop in reversed(spans):
+    pieces: list[str] = []  # joined once: cutting `text` per key copied it once per key
+    last = 0
+    for start, stop in sorted(spans):
         newlines = "\n" * text.count("\n", start, stop) if keep_lines else ""
-        text = text[:start] + placeholder("private_key") + newlines + text[stop:]
+        pieces += [text[last:start], placeholder("private_key"), newlines]
+        last = stop
         found["private_key"] += 1
-    return text
+    return "".join(pieces) + text[last:] if pieces else text
 
 
 # --- tokens with a recognisable shape ------------------------------------------------------
@@ -172,7 +175,7 @@ _TOKEN_RULES: tuple[_TokenRule, ...] = (
     _rule("aws_access_key_id", r"(?:AKIA|ASIA|ABIA|ACCA)(?<![A-Za-z0-9_]....)[A-Z0-9]{16}\b", ("akia", "asia", "abia", "acca")),
     _rule(
         "aws_secret_access_key",
-        r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*(?:=|:|=>)\s*[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
+        r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*+(?:=|:|=>)\s*+[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
         ("secret",), group=1,
     ),
     _rule("github_token", _bounded("g") + r"(?:h[pousr]_[A-Za-z0-9]{30,255}|ithub_pat_[A-Za-z0-9_]{40,255})\b",
@@ -189,29 +192,40 @@ _TOKEN_RULES: tuple[_TokenRule, ...] = (
     _rule("huggingface_token", _bounded("hf_") + r"[A-Za-z0-9]{30,}\b", ("hf_",), random=True),
     _rule("npm_token", _bounded("npm_") + r"[A-Za-z0-9]{30,}\b", ("npm_",), random=True),
     _rule("pypi_token", _bounded("pypi-") + r"[A-Za-z0-9_\-]{40,}", ("pypi-",), random=True),
-    _rule("jwt", _bounded("eyJ") + r"[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*", ("eyj",)),
+    # Starts only where a run of its characters starts ("-" too): "eyJ-eyJ-eyJ-..." would
+    # otherwise be scanned to its end from each "eyJ", quadratic time.
+    _rule("jwt", r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{10,}+\.eyJ[A-Za-z0-9_\-]{10,}+\.[A-Za-z0-9_\-]*+", ("eyj",)),
     # scheme://user:password@host; the password may hold '@', so it runs to the last one.
     _rule("url_password", r"://[^\s:@/'\"<>]*:([^\s/'\"<>]+)@(?=[\w\[])", ("://",), group=1, keep=_is_template),
-    _rule("auth_header", r"(?:Bearer|Basic|Token|bearer|basic|token|BEARER|BASIC|TOKEN)[ \t]+([A-Za-z0-9_\-.=+/~]{20,})",
+    _rule("auth_header", r"(?:Bearer|Basic|Token|bearer|basic|token|BEARER|BASIC|TOKEN)[ \t]++([A-Za-z0-9_\-.=+/~]{20,})",
           ("bearer ", "basic ", "token "), random=True, group=1),
 )
 
 
 # --- literals assigned to names that say "secret" ------------------------------------------
+# Every pattern below runs on text a client sends, so each must take linear time on any
+# input (tests/feedback/test_linear_time.py): no two quantifiers may compete for the same
+# characters. Possessive quantifiers (*+, ++) never give back what they took, and a pattern
+# that scans a name starts only at the name's first character (a lookbehind), so a long name
+# is scanned once rather than once per position inside it.
+#
 # A secret-ish word in a name that an operator follows: the lines worth a closer look. It is
 # searched in ASCII-lowered text: a case-insensitive alternation is ten times slower.
-_SECRET_NAME_HINT = re.compile(
-    r"""(?:secret|token|passw|pwd|api_?key|auth|credential|private_?key)[\w.\-]*["'`]?\]?
-        [ \t]*(?::[ \t]*[\w.\[\], |]+?[ \t]*)?(?:=|:)""",
-    re.X,
-)
+_SECRET_WORD = re.compile(r"secret|token|passw|pwd|api_?key|auth|credential|private_?key")
+_NAME_REST = re.compile(r"[\w.\-]*+")  # the rest of the name the word is part of
+# After the name: the closing quote/bracket of a key, then the operator (":" also starts an
+# annotation, so a name followed by ":" is worth a look whatever comes next). Not from
+# inside a run of blanks: searched, it would scan the rest of the run from each blank.
+_HINT_OPERATOR = re.compile(r"""(?<![ \t])["'`]?\]?[ \t]*+[=:]""")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # keeps offsets
 # name, the closing quote/bracket of a key, an optional type annotation, the operator, a value.
+# The annotation (`x: Dict[str, int] | None = ...`) is spaces/tabs, then annotation characters
+# and spaces from its first non-space one on, then spaces/tabs; or blanks holding a space.
 _ASSIGNMENT = re.compile(
-    r"""(?<![\w.\-])(?P<name>[A-Za-z_][\w.\-]*)["'`]?\]?
-        [ \t]*(?::[ \t]*[\w.\[\], |]+?[ \t]*)?
-        (?P<op>==|=>|:=|=|:)[ \t]*[rRbBuUfF]{0,2}
-        (?:"(?P<dq>[^"\n]*)"|'(?P<sq>[^'\n]*)'|`(?P<bq>[^`\n]*)`|(?P<bare>[^\s"'`,;#)\]}]+))""",
+    r"""(?<![\w.\-])(?P<name>[A-Za-z_][\w.\-]*+)["'`]?\]?
+        [ \t]*+(?::(?:[ \t]*+[\w.\[\],|][\w.\[\], |]*+|\t*+\ )[ \t]*+)?
+        (?P<op>==|=>|:=|=|:)[ \t]*+[rRbBuUfF]{0,2}
+        (?:"(?P<dq>[^"\n]*+)"|'(?P<sq>[^'\n]*+)'|`(?P<bq>[^`\n]*+)`|(?P<bare>[^\s"'`,;#)\]}]++))""",
     re.X,
 )
 _NAME_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
@@ -225,7 +239,7 @@ _DESCRIBING_WORDS = frozenset(
 # digits) joined by separators. Random strings mix case irregularly or carry more digits.
 _WORD_SEPARATORS = re.compile(r"[_\-./:@]+")
 _WORD = re.compile(r"(?:[a-z]+|[A-Z]+|[A-Z]?[a-z]+(?:[A-Z][a-z]+)*)\d{0,2}")
-_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+_DOTTED_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*+(?:\.[A-Za-z_]\w*+)+")
 _ENV_LINE_START = re.compile(r"[ \t]*(?:export[ \t]+|-[ \t]+)?")
 
 
@@ -268,17 +282,18 @@ def _is_secret_value(value: str, bare: bool, min_entropy: float) -> bool:
 def _scrub_line(line: str, found: Counter) -> str:
     pieces: list[str] = []
     last = 0
+    env_starts: tuple[int, ...] | None = None  # where a name alone on an .env/YAML line starts
     for match in _ASSIGNMENT.finditer(line):
         min_entropy = _secret_name_entropy(match.group("name"))
         if min_entropy is None:
             continue
         group = next(g for g in ("dq", "sq", "bq", "bare") if match.group(g) is not None)
-        if group == "bare" and not (
-            match.group("op") in ("=", ":")
-            and _ENV_LINE_START.fullmatch(line, 0, match.start())
-            and line[match.end():].strip()[:1] in ("", "#")
-        ):
-            continue
+        if group == "bare":
+            if env_starts is None:  # once per line: per match it made a long line quadratic
+                env_starts = _env_starts(line)
+            if not (match.group("op") in ("=", ":") and match.start() in env_starts
+                    and line[match.end():].strip()[:1] in ("", "#")):
+                continue
         if _is_secret_value(match.group(group), group == "bare", min_entropy):
             start, end = match.span(group)
             pieces += [line[last:start], placeholder("assigned_secret")]
@@ -287,15 +302,34 @@ def _scrub_line(line: str, found: Counter) -> str:
     return "".join(pieces) + line[last:] if pieces else line
 
 
+def _env_starts(line: str) -> tuple[int, ...]:
+    """The offsets at which `_ENV_LINE_START` can end before a name: after the indentation,
+    or after `export `/`- ` that follows it."""
+    return (len(line) - len(line.lstrip(" \t")), _ENV_LINE_START.match(line).end())
+
+
+def _hints(lowered: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each secret-ish word in a name that an operator follows."""
+    pos = 0
+    while word := _SECRET_WORD.search(lowered, pos):
+        name_end = _NAME_REST.match(lowered, word.end()).end()
+        operator = _HINT_OPERATOR.match(lowered, name_end)
+        if operator:
+            yield word.start(), operator.end()
+        # Another secret word later in the same name is followed by the same operator (or
+        # none): go on after the name, so a long name is not scanned once per word in it.
+        pos = name_end
+
+
 def _scrub_assignments(text: str, found: Counter) -> str:
     """Run the assignment rule on the lines that mention a secret-ish name, and only those."""
     out: list[str] = []
     done = 0  # text[:done] is already in `out`
-    for hint in _SECRET_NAME_HINT.finditer(text.translate(_ASCII_LOWER)):
-        if hint.start() < done:
+    for hint_start, hint_end in _hints(text.translate(_ASCII_LOWER)):
+        if hint_start < done:
             continue  # same line as an earlier hint
-        start = text.rfind("\n", 0, hint.start()) + 1
-        end = text.find("\n", hint.end())
+        start = text.rfind("\n", 0, hint_start) + 1
+        end = text.find("\n", hint_end)
         end = len(text) if end < 0 else end
         out += [text[done:start], _scrub_line(text[start:end], found)]
         done = end

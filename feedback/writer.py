@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 
 import duckdb
 
-from . import queries
+from . import compact, queries
 from .batches import CallItem, EventsItem, Item, WriteQueue
 from .db import open_db, reopen_db
 from .ingest import insert_completions, insert_events
@@ -89,6 +89,7 @@ class TelemetryWriter:
             raise RuntimeError("telemetry writer is closed")
         if self._thread is None:
             self._set_connection(open_db(self.db_path))
+            compact.remove_leftover(self.db_path)  # a crash mid-rewrite left a copy of the old file
             self._thread = threading.Thread(target=self._run, name="codeloop-telemetry-writer", daemon=True)
             self._thread.start()
         return self
@@ -161,6 +162,21 @@ class TelemetryWriter:
             return forgotten
 
         return self.execute(run)
+
+    def compact(self) -> Future[None]:
+        """Rewrite the database file with only its live rows (feedback/compact.py), after
+        everything queued before; writes wait meanwhile, reads in flight may fail (retry them)."""
+        def run(con: duckdb.DuckDBPyConnection) -> None:
+            fresh = compact.copy_live_rows(con, self.db_path)
+            self._drop_connection()
+            try:
+                compact.put_in_place(fresh, self.db_path)
+            finally:  # on failure the old file is still there: serve on with it
+                self._set_connection(reopen_db(self.db_path))
+
+        future: Future[None] = Future()
+        self._queue.put(CallItem(run, future, transaction=False))
+        return future
 
     def expire_code(self, older_than: datetime, limit: int = 10_000) -> Future[int]:
         """Erase the code text of at most `limit` completions created before `older_than`."""
@@ -301,9 +317,11 @@ class TelemetryWriter:
             return True
         try:
             con = self._connection()
-            con.execute("BEGIN")
+            if call.transaction:
+                con.execute("BEGIN")
             result = call.fn(con)
-            con.execute("COMMIT")
+            if call.transaction:
+                con.execute("COMMIT")
         except Exception as exc:
             self._rollback()
             if _fatal(exc):

@@ -77,6 +77,13 @@ class ExperimentManager:
             )
             self.experiments[exp.id] = exp
 
+    def forget_user(self, user: str) -> None:
+        """Take the user off every `users` list here; feedback.privacy.forget_user does it in
+        the database. First here, so that no later save writes the name back."""
+        for exp in self.experiments.values():
+            if exp.users and user in exp.users:
+                exp.users = [u for u in exp.users if u != user]
+
     def running(self) -> list[Experiment]:
         return [e for e in self.experiments.values() if e.status == "running"]
 

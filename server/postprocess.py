@@ -34,6 +34,7 @@ _BRACKET = re.compile(r"[()\[\]{}]")
 _OPENER_ENDINGS = (":", "{", "(", "[", "=>")
 _OPENER_WORD = re.compile(r"(?:^|\W)(?:do|then|else|begin)$")
 _CLOSER_WORD = re.compile(r"(?:end|fi|done|esac)\b")
+_REPEATED_PUNCTUATION = re.compile(r"([^)\]}])\1{3}")  # "----", "....": not "))))"
 # Languages whose blocks end by indentation alone; elsewhere closing braces end them too.
 _INDENT_LANGUAGES = frozenset({"python", "yaml", "nim", "haskell", "fsharp", "coffeescript"})
 _MAX_OVERLAP = 200
@@ -286,7 +287,7 @@ def is_garbage(text: str) -> bool:
     dense = "".join(text.split())
     if any(c.isalnum() for c in dense):
         return False
-    return len(dense) > 8 or re.search(r"([^)\]}])\1{3}", dense) is not None
+    return len(dense) > 8 or _REPEATED_PUNCTUATION.search(dense) is not None
 
 
 def _current_line(prefix: str) -> str:

@@ -121,10 +121,28 @@ class Error(BaseModel):
     detail: list | None = None
 
 
+def refusals(*groups: dict[int, dict]) -> dict[int, dict]:
+    """OpenAPI `responses` from several groups; a status code in more than one group is
+    declared once, its descriptions joined (OpenAPI has one entry per code)."""
+    merged: dict[int, dict] = {}
+    for group in groups:
+        for status, spec in group.items():
+            if status in merged and "description" in merged[status] and "description" in spec:
+                spec = {**spec, "description": f"{merged[status]['description']}; or {spec['description']}"}
+            merged[status] = {**merged.get(status, {}), **spec}
+    return merged
+
+
+# Refusals of server/browser_guard.py, which sees every request first: a Host that does not
+# name this server (any route), an Origin of another site (routes that change state).
+HOST_REFUSALS = {400: {"model": Error, "description": "a Host header that does not name this server (setting allowed_hosts)"}}
+WRITE_REFUSALS = {403: {"model": Error, "description": "sent by a web page of another origin"}}
 # Refusals of server/limits.py's RequestBodyGuard, which sees every request with a body before
 # its route does: routes that take a body declare them.
-BODY_REFUSALS = {400: {"model": Error, "description": "a JSON body that is not UTF-8"},
-                 413: {"model": Error, "description": "a body over max_request_bytes"}}
+BODY_REFUSALS = refusals(HOST_REFUSALS, {
+    400: {"model": Error, "description": "a JSON body that is not UTF-8"},
+    413: {"model": Error, "description": "a body over max_request_bytes"},
+    415: {"model": Error, "description": "a body not sent as `content-type: application/json`"}})
 
 
 EventKind = Literal["shown", "accepted", "partial", "rejected", "dismissed", "cancelled", "retained"]
@@ -184,6 +202,8 @@ class UserForgotten(BaseModel):
     user: str
     completions: int = Field(..., description="completions deleted")
     events: int = Field(..., description="events of those completions deleted")
+    experiments: int = Field(0, description="experiments whose `users` list named them (absent: none)")
+    training_examples: int = Field(0, description="rows removed from training runs' datasets and exports (absent: none)")
 
 
 class ExperimentStart(BaseModel):

@@ -4,14 +4,23 @@ A completion is handed to the writer without waiting (the suggestion must not wa
 database). An event is acknowledged only once the batch holding it is committed, and it
 must refer to a completion this server made (the writer remembers recent suggestions, so an
 event that arrives before its completion is on disk is still checked).
+
+Scrubbing secrets from a completion's text is regex work over the whole prompt, so it runs
+on one thread of its own, in arrival order, never on the event loop: a large prompt must not
+hold up every other request (/healthz included). An event, and a forget, waits for the
+completions it may concern to be through it.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from server.metrics import ServerMetrics
 from server.schemas import CompletionRequest, CompletionResponse, Event
+
+log = logging.getLogger("codeloop.telemetry")
 
 
 class EventError(Exception):
@@ -27,10 +36,40 @@ class Telemetry:
         # feedback.writer.TelemetryWriter: it scrubs secrets, and drops code when store_code is off
         self.writer = writer
         self.metrics = metrics
+        self._scrubber = ThreadPoolExecutor(1, thread_name_prefix="codeloop-scrub")
+        self._pending: dict[str, Future[None]] = {}  # completion id -> its row on the scrub thread
 
     def record_completion(self, req: CompletionRequest, resp: CompletionResponse, prefix: str, suffix: str, language: str | None) -> None:
+        """Hand the completion to the scrub thread, which queues it for the writer."""
+        row = self._row(req, resp, prefix, suffix, language)
+        future = self._scrubber.submit(self._add, row)
+        self._pending[resp.id] = future
+        # After the insertion: a future already done runs the callback at once.
+        future.add_done_callback(lambda _, cid=resp.id: self._pending.pop(cid, None))
+
+    async def settled(self, ids: set[str] | None = None) -> None:
+        """Until the completions handed over so far (or those of `ids`) are queued for the writer."""
+        futures = [f for cid, f in self._pending.copy().items() if ids is None or cid in ids]  # copy: one C call
+        if futures:
+            await asyncio.wait([asyncio.wrap_future(f) for f in futures])
+
+    def close(self) -> None:
+        """Scrub and queue what is still waiting (before the writer closes)."""
+        self._scrubber.shutdown(wait=True)
+
+    def _add(self, row: dict) -> None:
+        try:
+            secrets = self.writer.add_completion(row)  # scrubs, here on the scrub thread
+        except Exception:  # a row the writer refuses: the suggestion was served all the same
+            log.exception("telemetry: completion %s not recorded", row.get("id"))
+            return
+        for kind, count in secrets.items():
+            self.metrics.secrets_scrubbed.labels(kind).inc(count)
+
+    @staticmethod
+    def _row(req: CompletionRequest, resp: CompletionResponse, prefix: str, suffix: str, language: str | None) -> dict:
         t = resp.timings
-        secrets = self.writer.add_completion({
+        return {
             "id": resp.id,
             "created_at": datetime.fromtimestamp(resp.created, tz=timezone.utc),
             "user_id": req.user,
@@ -51,9 +90,7 @@ class Telemetry:
             "total_ms": t.total_ms,
             "first_token_ms": t.first_token_ms,
             "finish_reason": resp.choices[0].finish_reason,
-        })
-        for kind, count in secrets.items():
-            self.metrics.secrets_scrubbed.labels(kind).inc(count)
+        }
 
     def validate(self, events: list[Event]) -> list[dict]:
         """Rows for the writer, or EventError naming every impossible event."""
@@ -84,5 +121,8 @@ class Telemetry:
 
     async def record_events(self, events: list[Event]) -> int:
         """Store the events; returns how many were new. Returns only once they are durable."""
+        # An event may come before its completion is through the scrub thread: the writer
+        # must have the completion first, both to check the event and to store it after.
+        await self.settled({e.completion_id for e in events})
         rows = self.validate(events)
         return await asyncio.wrap_future(self.writer.add_events(rows))

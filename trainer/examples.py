@@ -30,6 +30,9 @@ class Example:
     time: float
     language: str = ""
     weight: float = 1.0
+    # Telemetry: the pseudonym of who accepted or rejected it, so that `codeloop forget`
+    # finds it in a run's saved dataset (feedback/copies.py); "" for mined code.
+    user: str = ""
 
     def to_row(self) -> dict:
         return asdict(self)

@@ -236,10 +236,16 @@ def _telemetry(cfg: TrainerSettings, paths: RunPaths, api: ServerApi | None, rep
             report.telemetry = {"skipped": "no server answers and there is no telemetry database"}
             return []
     except Exception as exc:  # telemetry adds to git data; without it the run still trains
+        out.unlink(missing_ok=True)  # a partial export is still a copy of users' code
         report.telemetry = {"skipped": f"telemetry export failed: {exc}"}
         echo(f"telemetry skipped: {exc}")
         return []
-    examples, counts = examples_from_export(out, cfg.data)
+    try:
+        examples, counts = examples_from_export(out, cfg.data)
+    finally:
+        # Every user's completions: not kept once read (the examples keep their user, so
+        # `codeloop forget` finds them in the run's dataset; SECURITY.md).
+        out.unlink(missing_ok=True)
     report.telemetry = {"rows": sum(v for k, v in counts.items() if k != "secrets_scrubbed"), **counts}
     echo(f"telemetry: {dict(counts)}")
     return examples

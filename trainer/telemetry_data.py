@@ -52,6 +52,7 @@ def examples_from_rows(rows: Iterable[dict[str, Any]], config: DataConfig) -> tu
             prefix=prefix, suffix=suffix, middle=middle, kind=kind, source="telemetry",
             path=row.get("filepath") or "", commit=row["id"], time=_unix(row.get("created_at")),
             language=row.get("language") or "", weight=retention_weight(row, config) if kind == "accepted" else 1.0,
+            user=row.get("user_id") or "",
         ))
     return examples, counts
 

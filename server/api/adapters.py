@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 
 from server.adapters import AdapterError, AdapterRegistry
 from server.auth import ADMIN_RESPONSES, require_admin
-from server.schemas import BODY_REFUSALS, AdapterInfo, AdapterList, AdapterLoad, Error
+from server.schemas import BODY_REFUSALS, WRITE_REFUSALS, AdapterInfo, AdapterList, AdapterLoad, Error, refusals
 
 router = APIRouter()
 ADMIN = [Depends(require_admin)]
@@ -24,9 +24,10 @@ async def list_adapters(request: Request):
 
 
 @router.post("/v1/adapters", response_model=AdapterInfo, status_code=201, dependencies=ADMIN,
-             responses={**ADMIN_RESPONSES, **BODY_REFUSALS, 404: {"model": Error}, 409: {"model": Error},
-                        413: {"model": Error, "description": "a body over max_request_bytes, or an adapter over adapter_max_mb"},
-                        503: {"model": Error, "description": "the engine's backend cannot be reached now"}})
+             responses=refusals(ADMIN_RESPONSES, BODY_REFUSALS, WRITE_REFUSALS, {
+                 404: {"model": Error}, 409: {"model": Error},
+                 413: {"model": Error, "description": "an adapter over adapter_max_mb"},
+                 503: {"model": Error, "description": "the engine's backend cannot be reached now"}}))
 async def load_adapter(body: AdapterLoad, request: Request):
     metrics = request.app.state.metrics
     started = time.monotonic()
@@ -41,14 +42,15 @@ async def load_adapter(body: AdapterLoad, request: Request):
 
 
 @router.post("/v1/adapters/{name}/promote", response_model=AdapterList, dependencies=ADMIN,
-             responses={**ADMIN_RESPONSES, 404: {"model": Error}})
+             responses=refusals(ADMIN_RESPONSES, WRITE_REFUSALS, {404: {"model": Error}}))
 async def promote_adapter(name: str, request: Request):
     await request.app.state.registry.promote(name)
     return adapter_list(request.app.state.registry)
 
 
 @router.delete("/v1/adapters/{name}", response_model=AdapterList, dependencies=ADMIN,
-               responses={**ADMIN_RESPONSES, 404: {"model": Error}, 409: {"model": Error, "description": "live, or an arm of a running experiment"}})
+               responses=refusals(ADMIN_RESPONSES, WRITE_REFUSALS, {
+                   404: {"model": Error}, 409: {"model": Error, "description": "live, or an arm of a running experiment"}}))
 async def delete_adapter(name: str, request: Request):
     state = request.app.state
     in_use = state.experiments.adapters_in_use() if state.experiments else set()

@@ -8,15 +8,16 @@ from fastapi.responses import Response
 
 from server.auth import principal_of
 from server.completions import RequestError
-from server.schemas import BODY_REFUSALS, CompletionRequest, CompletionResponse, Error
+from server.schemas import BODY_REFUSALS, WRITE_REFUSALS, CompletionRequest, CompletionResponse, Error, refusals
 
 router = APIRouter()
 DISCONNECT_POLL_S = 0.05
 
 
 @router.post("/v1/completions", response_model=CompletionResponse,
-             responses={**BODY_REFUSALS, 404: {"model": Error}, 429: {"model": Error},
-                        503: {"model": Error, "description": "the engine failed or cannot be reached now"}})
+             responses=refusals(BODY_REFUSALS, WRITE_REFUSALS, {
+                 404: {"model": Error}, 429: {"model": Error},
+                 503: {"model": Error, "description": "the engine failed or cannot be reached now"}}))
 async def create_completion(body: CompletionRequest, request: Request):
     principal = principal_of(request)
     if principal is not None:

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Request
 
 from server.auth import ADMIN_RESPONSES, require_admin
 from server.completions import RequestError
-from server.schemas import BODY_REFUSALS, Error, ExperimentStart, ExperimentStop
+from server.schemas import BODY_REFUSALS, WRITE_REFUSALS, Error, ExperimentStart, ExperimentStop, refusals
 
 router = APIRouter()
 ADMIN = [Depends(require_admin)]
@@ -20,7 +20,7 @@ def _manager(request: Request):
 
 
 @router.post("/v1/experiments", status_code=201, dependencies=ADMIN,
-             responses={**ADMIN_RESPONSES, **BODY_REFUSALS, 404: {"model": Error}, 409: {"model": Error}})
+             responses=refusals(ADMIN_RESPONSES, BODY_REFUSALS, WRITE_REFUSALS, {404: {"model": Error}, 409: {"model": Error}}))
 async def start_experiment(body: ExperimentStart, request: Request):
     manager = _manager(request)
     exp = await manager.start(body.name, body.arms, body.control, body.users, body.alpha)
@@ -40,8 +40,8 @@ async def report_experiment(exp_id: str, request: Request):
 
 
 @router.post("/v1/experiments/{exp_id}/stop", dependencies=ADMIN,
-             responses={**ADMIN_RESPONSES, **BODY_REFUSALS, 404: {"model": Error},
-                        409: {"model": Error, "description": "already stopped, no winner yet, or telemetry off"}})
+             responses=refusals(ADMIN_RESPONSES, BODY_REFUSALS, WRITE_REFUSALS, {
+                 404: {"model": Error}, 409: {"model": Error, "description": "already stopped, no winner yet, or telemetry off"}}))
 async def stop_experiment(exp_id: str, request: Request, body: ExperimentStop | None = None):
     manager = _manager(request)
     exp = await manager.stop(exp_id, body.promote if body else None)

@@ -19,7 +19,8 @@ from feedback import export, queries
 from feedback.writer import TelemetryWriteError
 from server.auth import ADMIN_RESPONSES, require_admin
 from server.completions import RequestError
-from server.schemas import BODY_REFUSALS, MAX_EVENTS_PER_BATCH, Error, Event, EventBatch, EventsStored, events_body_schema
+from server.schemas import (BODY_REFUSALS, MAX_EVENTS_PER_BATCH, WRITE_REFUSALS, Error, Event, EventBatch, EventsStored,
+                            events_body_schema, refusals)
 from server.telemetry import EventError
 
 router = APIRouter()
@@ -38,7 +39,8 @@ def telemetry_of(request: Request):
     return telemetry
 
 
-@router.post("/v1/events", response_model=EventsStored, responses={**BODY_REFUSALS, **TELEMETRY_OFF, 422: {"model": Error}, 503: {"model": Error}},
+@router.post("/v1/events", response_model=EventsStored,
+             responses=refusals(BODY_REFUSALS, TELEMETRY_OFF, WRITE_REFUSALS, {422: {"model": Error}, 503: {"model": Error}}),
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": events_body_schema()}}}})
 async def post_events(request: Request):
     """One event, `{"events": [...]}` or a list. Answers only after the events are committed."""
