@@ -45,7 +45,10 @@ def holdout_cut(examples: Sequence[Example], config: DataConfig) -> float:
     """Unix time from which commits are held out: `holdout_since`, or the newest
     `holdout_fraction` of the mined commits (inf: nothing held out)."""
     if config.holdout_since:
-        return _parse_date(config.holdout_since)
+        try:
+            return parse_date(config.holdout_since)
+        except ValueError as exc:
+            raise ValueError(f"trainer.data.holdout_since: {exc}") from None
     commit_times = sorted({(e.time, e.source, e.commit) for e in examples if e.kind in ("fim", "function")})
     if not commit_times:
         return math.inf
@@ -115,11 +118,12 @@ def load_examples(folder: Path, name: str) -> list[Example]:
     return [Example(**{c: row[c] for c in COLUMNS if c in row}) for row in rows]  # "user" came later
 
 
-def _parse_date(value: str) -> float:
+def parse_date(value: str) -> float:
+    """An ISO date (2024-01-01, or with a time) as unix seconds, UTC unless it says otherwise."""
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"trainer.data.holdout_since: {value!r} is not an ISO date such as 2026-11-01") from None
+        raise ValueError(f"{value!r} is not a date; use an ISO date such as 2024-01-01") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()

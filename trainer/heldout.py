@@ -13,11 +13,11 @@ import random
 import re
 import subprocess
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from trainer import filters
 from trainer.config import SOURCE_EXTENSIONS, MiningConfig
+from trainer.dataset import parse_date
 from trainer.mining import MiningError, _BlobReader, _check_repository, _commits
 
 # What an editor sends around the cursor (the language server's prefixChars/suffixChars).
@@ -43,17 +43,6 @@ class HeldOutLine:
         return asdict(self)
 
 
-def parse_since(value: str) -> float:
-    """An ISO date (2024-01-01, or with a time) as unix seconds, UTC unless it says otherwise."""
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a date; use an ISO date such as 2024-01-01") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
 def held_out_lines(repo: Path, since: str, *, n: int = 200, per_file: int = 2, seed: int = 0,
                    config: MiningConfig | None = None) -> list[HeldOutLine]:
     """At most `n` lines added after `since` (commit time), oldest commit first.
@@ -64,7 +53,7 @@ def held_out_lines(repo: Path, since: str, *, n: int = 200, per_file: int = 2, s
     config = config or MiningConfig()
     repo = Path(repo)
     _check_repository(repo)
-    cut = parse_since(since)
+    cut = parse_date(since)
     picked: list[HeldOutLine] = []
     commits = 0
     with _BlobReader(repo) as blobs:
@@ -121,4 +110,4 @@ def _cut(text: str, line_no: int, repo: str, commit, path: str) -> HeldOutLine:
                        prefix, suffix, line.strip())
 
 
-__all__ = ["HeldOutLine", "MiningError", "held_out_lines", "parse_since"]
+__all__ = ["HeldOutLine", "MiningError", "held_out_lines"]
