@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.fim import TEMPLATES, FimTemplate, build_prompt, get_template  # noqa: F401 (TEMPLATES re-exported)
+from server.fim import FimTemplate, build_prompt, get_template
 
-# A model without FIM tokens (the default SmolLM2) learns FIM on unused single-token
-# specials: the adapter stays LoRA-only (no new tokens, which vLLM cannot serve).
+# Opt-in FIM for a model without FIM tokens (the default SmolLM2): its unused single-token
+# specials, so the adapter stays LoRA-only (no new tokens, which vLLM cannot serve).
 REUSED_SPECIALS = "smollm-fim"
 
 

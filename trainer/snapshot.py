@@ -45,7 +45,7 @@ def snapshot_examples(repo: Path, cut: float, config: MiningConfig, *, name: str
             if mode in ("120000", "160000") or filters.path_drop_reason(path, config):
                 continue
             data = blobs.read(blob)
-            if data is None or (reason := filters.content_drop_reason(path, data, config)):
+            if data is None or filters.content_drop_reason(path, data, config):
                 counts["file_dropped"] += 1
                 continue
             text, _ = scrub(data.decode("utf-8"), keep_lines=True)
