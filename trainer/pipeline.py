@@ -97,7 +97,7 @@ def run_training(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], a
     else:
         report.evaluation = _evaluate_here(cfg, paths, tokenizer, model_type, template, trained, split, progress, echo)
         report.publish = {"action": "not_published", "reason": "no server to publish to; register it with POST /v1/adapters"}
-    _record_metrics(folder, report.evaluation)
+        _record_metrics(folder, report.evaluation)
     echo(f"publish: {report.publish['action']}: {report.publish['reason']}")
     report.status = "done"
     report.save(run_dir)
@@ -130,6 +130,7 @@ def _evaluate_and_publish(cfg: TrainerSettings, api: ServerApi, state: dict, nam
     echo(f"evaluating {', '.join(models)} on {len(lines)} held-out lines through {api.url}")
     results = gate_results(api, lines, models, progress=progress) if lines else {}
     echo(gate_table(results) if results else "no held-out lines to evaluate on")
+    _record_metrics(folder, results)  # before publishing: a promote shows codeloop.json as it is then
     decision = publish(api, name, folder, state.get("live"), results or {k: {} for k in models}, cfg.publish,
                        action, registered=True)
     return results, decision.__dict__
