@@ -42,7 +42,9 @@ class ServerApi:
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/completions as an editor sends it (the body is passed through)."""
-        return self._call("POST", "/v1/completions", json=body)
+        # A CPU server busy with other work (a nightly training, the test suite) can take
+        # minutes to answer a full-length prompt; a timeout would lose the whole evaluation.
+        return self._call("POST", "/v1/completions", json=body, timeout=600)
 
     def start_experiment(self, name: str, arms: dict[str, float], control: str) -> dict[str, Any]:
         return self._call("POST", "/v1/experiments", json={"name": name, "arms": arms, "control": control})
