@@ -339,5 +339,8 @@ def test_duckdb_holds_the_events(workbench):
     expected = {"accepted": {"shown", "accepted"}, "rejected": {"shown", "rejected"}, "partial": {"shown", "partial"},
                 "dismissed": {"shown", "dismissed"}}  # fmt: skip
     for what, cid in workbench.recorded.items():
-        assert kinds[cid] == expected[what], (what, cid, kinds[cid])
+        # Accepted text is also reported "retained" 30 s later when the module runs that long
+        # (a slow machine): a later event, not a wrong one.
+        later = {"retained"} if what in ("accepted", "partial") else set()
+        assert expected[what] <= kinds[cid] <= expected[what] | later, (what, cid, kinds[cid])
     assert clients == {"vscode"}
