@@ -52,11 +52,8 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
             click.echo(f"{len(lines)} held-out lines from {repo} since {since}", err=True)
             sink = open(answers, "w") if answers else None
             try:
-                on_answer = (lambda m, line, text: sink.write(json.dumps({"model": m, "path": line.path, "line": line.line,
-                                                                          "commit": line.commit, "expected": line.expected,
-                                                                          "answer": text}) + "\n") and sink.flush()) if sink else None
                 results = run_eval(api, lines, [BASE, *dict.fromkeys(a for a in adapters if a != BASE)],
-                                   progress=not quiet, on_answer=on_answer)
+                                   progress=not quiet, on_answer=_answer_writer(sink) if sink else None)
             finally:
                 if sink:
                     sink.close()
@@ -67,6 +64,16 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
             api.close()
         rep = report(results, seed=seed) | {"repo": str(repo), "since": since}
         click.echo(json.dumps(rep, indent=2) if as_json else format_report(rep))
+
+
+def _answer_writer(sink):
+    """One JSON line per answer, flushed: a long evaluation stopped halfway keeps what it asked."""
+    def write(model: str, line, text: str) -> None:
+        sink.write(json.dumps({"model": model, "path": line.path, "line": line.line, "commit": line.commit,
+                               "expected": line.expected, "answer": text}) + "\n")
+        sink.flush()
+
+    return write
 
 
 def _url(settings: Settings, override: str | None) -> str:
