@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.fim import FimTemplate, build_prompt, get_template
+from server.token_healing import heal
 
 # Opt-in FIM for a model without FIM tokens (the default SmolLM2): its unused single-token
 # specials, so the adapter stays LoRA-only (no new tokens, which vLLM cannot serve).
@@ -29,13 +30,15 @@ def training_template(name: str, model_type: str | None, vocab: Any) -> FimTempl
 
 
 def heal_aligned(prefix: str, middle: str) -> tuple[str, str]:
-    """The example as the server asks for it with token healing (server/token_healing.py): a
-    middle that starts an indented line after a line break begins with that line break, so
-    the model learns to write "\\n    name" after the previous line, as the tokenizer splits it."""
-    if prefix.endswith("\n") and middle[:1] in (" ", "\t") and middle.strip():
-        cut = len(prefix.rstrip())  # blank lines before it too, as the server cuts them
-        return prefix[:cut], prefix[cut:] + middle
-    return prefix, middle
+    """The example as the server asks for it with token healing: a middle that starts an
+    indented line is cut where server/token_healing.heal cuts a prompt whose cursor is after
+    that indentation, so the model learns to write "\\n    name" after the previous line, as
+    the tokenizer splits it."""
+    if not (prefix.endswith("\n") and middle[:1] in (" ", "\t") and middle.strip()):
+        return prefix, middle
+    indent = middle[: len(middle) - len(middle.lstrip(" \t"))]
+    healed = heal(prefix + indent)
+    return healed.prompt_prefix, healed.removed + middle[len(indent):]
 
 
 def serving_template(name: str | None, model_type: str | None, vocab: Any, default: str = "auto") -> FimTemplate:

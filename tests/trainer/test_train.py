@@ -89,3 +89,18 @@ def test_nf4_qlora_path_runs_on_cpu_and_loads_on_full_precision_base(tiny_model,
     model = PeftModel.from_pretrained(base, result.adapter_dir)
     out = model(torch.tensor([[1, 2, 3]])).logits
     assert torch.isfinite(out).all()
+
+
+def test_training_examples_are_cut_where_the_server_heals_its_prompts():
+    from server.token_healing import heal
+    from trainer.prompts import heal_aligned
+
+    for prefix, middle in [("def f(x):\n", "    return x\n"), ("class A:\n    x = 1\n\n", "    def g(self):\n"),
+                           ("x = 1\n", "y = 2\n"), ("def f(x):\n", "\n    return x\n")]:
+        cut, taught = heal_aligned(prefix, middle)
+        assert cut + taught == prefix + middle
+        if middle[:1] == " ":  # a cursor after that indentation: the server's prompt ends where the example's does
+            indent = middle[: len(middle) - len(middle.lstrip())]
+            assert cut == heal(prefix + indent).prompt_prefix
+        else:
+            assert (cut, taught) == (prefix, middle)
