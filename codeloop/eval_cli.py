@@ -19,7 +19,7 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
     @click.option("--n", "n", type=click.IntRange(1, 100_000), default=200, show_default=True, help="held-out lines at most")
     @click.option("--per-file", type=click.IntRange(1, 1000), default=2, show_default=True, help="lines at most per file per commit")
     @click.option("--seed", type=int, default=0, show_default=True, help="which lines are picked")
-    @click.option("--server", help="the codeloop server (default: trainer.server_url, else host:port)")
+    @click.option("--server", help="the codeloop server (default: trainer.server_url, else the one recorded in data_dir, else host:port)")
     @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
     @click.option("--answers", type=click.Path(dir_okay=False), help="also write every answer to this JSON-lines file")
     @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -77,9 +77,7 @@ def _answer_writer(sink):
 
 
 def _url(settings: Settings, override: str | None) -> str:
-    from codeloop.telemetry_cli import server_url
-
-    return server_url(settings, override or settings.trainer.server_url or None)
+    return settings.server_url(override or settings.trainer.server_url or None)
 
 
 def _fail(message: str) -> None:

@@ -17,6 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from codeloop.discovery import ServerLocation, locate_server
 from trainer.config import TrainerSettings
 
 ENV_PREFIX = "CODELOOP_"
@@ -198,6 +199,13 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.adapter_dir or self.data_dir / "adapters"
+
+    def server(self, override: str | None = None, override_source: str = "--server") -> ServerLocation:
+        """The codeloop server commands talk to, and where its URL came from (codeloop/discovery.py)."""
+        return locate_server(self.data_dir, self.host, self.port, override, override_source)
+
+    def server_url(self, override: str | None = None) -> str:
+        return self.server(override).url
 
     @classmethod
     def settings_customise_sources(

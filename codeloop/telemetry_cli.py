@@ -32,11 +32,6 @@ STATS_COLUMNS = [
 ]
 
 
-def server_url(settings: Settings, override: str | None) -> str:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return (override or f"http://{host}:{settings.port}").rstrip("/")
-
-
 def auth_headers(settings: Settings) -> dict[str, str]:
     """The Authorization header for a server with auth on (setting api_token)."""
     return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
@@ -44,7 +39,7 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 
 def _get(settings: Settings, server: str | None, path: str, **params):
     """JSON from the running server, or None when no server answers there."""
-    url = server_url(settings, server)
+    url = settings.server_url(server)
     try:
         r = httpx.get(url + path, params={k: v for k, v in params.items() if v is not None}, headers=auth_headers(settings), timeout=60)
     except httpx.TransportError:
@@ -64,16 +59,19 @@ def _raise_for(r: httpx.Response) -> None:
         sys.exit(2 if r.status_code < 500 else 1)
 
 
-def _open_file(settings: Settings):
+def _open_file(settings: Settings, server: str | None):
+    """The telemetry file, read directly because no server answered; on failure the message says
+    where the server was looked for too."""
     from feedback.db import TelemetryDBError, open_db
 
+    where = settings.server(server)
     if not settings.telemetry_db.exists():
-        click.echo(f"codeloop: no server answers and there is no telemetry yet at {settings.telemetry_db}", err=True)
+        click.echo(f"codeloop: {where.unreachable()}; there is no telemetry yet at {settings.telemetry_db} either", err=True)
         sys.exit(2)
     try:
         return open_db(settings.telemetry_db, read_only=True)
     except TelemetryDBError as exc:
-        click.echo(f"codeloop: {exc}", err=True)
+        click.echo(f"codeloop: {where.unreachable()}; reading the file instead failed: {exc}", err=True)
         sys.exit(2)
 
 
@@ -117,7 +115,7 @@ def format_table(rows: list[dict], columns) -> str:
 
 
 def register(cli: click.Group, load_settings) -> None:
-    server_option = click.option("--server", "server", help="server URL (default: from settings host/port)")
+    server_option = click.option("--server", "server", help="server URL (default: the server recorded in data_dir, else settings host/port)")
 
     @cli.command()
     @click.option("--by", type=click.Choice(["adapter", "language", "client", "day"]), default="adapter", show_default=True)
@@ -131,7 +129,7 @@ def register(cli: click.Group, load_settings) -> None:
         if data is None:
             from feedback import queries
 
-            data = {"by": by, "rows": [asdict(r) for r in queries.acceptance(_open_file(settings), by, since, None)]}
+            data = {"by": by, "rows": [asdict(r) for r in queries.acceptance(_open_file(settings, server), by, since, None)]}
         if as_json:
             click.echo(json.dumps(data, indent=2, default=str))
         elif not data["rows"]:
@@ -153,7 +151,7 @@ def register(cli: click.Group, load_settings) -> None:
         if data is None:
             from feedback import queries
 
-            data = {"rows": queries.recent_completions(_open_file(settings), count, offset, adapter, user)}
+            data = {"rows": queries.recent_completions(_open_file(settings, server), count, offset, adapter, user)}
         if as_json:
             click.echo(json.dumps(data, indent=2, default=str))
             return
@@ -167,7 +165,8 @@ def register(cli: click.Group, load_settings) -> None:
     def export_cmd(out, since, server):
         """Write completions joined with their outcomes to a Parquet file (for the trainer)."""
         settings = load_settings()
-        url = server_url(settings, server)
+        where = settings.server(server)
+        url = where.url
         try:
             r = httpx.get(url + "/v1/feedback/export", params={"since": since.isoformat()} if since else None,
                           headers=auth_headers(settings), timeout=600)
@@ -175,7 +174,7 @@ def register(cli: click.Group, load_settings) -> None:
             from feedback.export import export_file
 
             if not settings.telemetry_db.exists():
-                click.echo(f"codeloop: no server at {url} and no telemetry at {settings.telemetry_db}", err=True)
+                click.echo(f"codeloop: {where.unreachable()}; there is no telemetry at {settings.telemetry_db} either", err=True)
                 sys.exit(2)
             rows = export_file(settings.telemetry_db, out, since)
             click.echo(f"wrote {rows} completions to {out} (read {settings.telemetry_db} directly)")
@@ -195,7 +194,7 @@ def register(cli: click.Group, load_settings) -> None:
             raise click.BadParameter(f"{user!r}: give the pseudonym as recorded: 1 to {MAX_USER_CHARS} characters, "
                                      "no leading or trailing spaces", param_hint="--user")
         settings = load_settings()
-        url = server_url(settings, server)
+        url = settings.server_url(server)
         try:
             r = httpx.delete(f"{url}/v1/users/{quote(user, safe='')}", headers=auth_headers(settings), timeout=600)
         except httpx.ConnectError:  # no server (a timeout is not that: the server may be deleting)
@@ -248,9 +247,10 @@ def register(cli: click.Group, load_settings) -> None:
     @server_option
     def experiment_report(experiment_id, server):
         """Per-arm counts, rates with 95 % Wilson intervals, z-test and sequential decision."""
-        data = _get(load_settings(), server, f"/v1/experiments/{experiment_id}")
+        settings = load_settings()
+        data = _get(settings, server, f"/v1/experiments/{experiment_id}")
         if data is None:
-            click.echo("codeloop: the server is not running", err=True)
+            click.echo(f"codeloop: {settings.server(server).unreachable()}", err=True)
             sys.exit(2)
         click.echo(format_report(data))
 
@@ -265,11 +265,11 @@ def register(cli: click.Group, load_settings) -> None:
 
 
 def _post(settings: Settings, server: str | None, path: str, body: dict) -> dict:
-    url = server_url(settings, server)
+    where = settings.server(server)
     try:
-        r = httpx.post(url + path, json=body, headers=auth_headers(settings), timeout=60)
+        r = httpx.post(where.url + path, json=body, headers=auth_headers(settings), timeout=60)
     except httpx.TransportError:
-        click.echo(f"codeloop: no server answers at {url}", err=True)
+        click.echo(f"codeloop: {where.unreachable()}", err=True)
         sys.exit(2)
     _raise_for(r)
     return r.json()

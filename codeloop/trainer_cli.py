@@ -20,7 +20,7 @@ def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callabl
     @click.option("--max-steps", type=int, help="training step budget (default: trainer.train.max_steps)")
     @click.option("--max-minutes", type=float, help="training time budget in minutes (0 = none)")
     @click.option("--resume", "resume", help="a run id (folder under data_dir/runs) to continue")
-    @click.option("--server", help="the codeloop server to publish to (default: trainer.server_url, else host:port)")
+    @click.option("--server", help="the codeloop server to publish to (default: trainer.server_url, else the one recorded in data_dir, else host:port)")
     @click.option("--quiet", is_flag=True, help="no progress bars")
     def train(repos, action, no_telemetry, max_steps, max_minutes, resume, server, quiet) -> None:
         """Learn an adapter from git history (and accepted suggestions), evaluate it, publish it."""
@@ -43,7 +43,7 @@ def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callabl
     @click.option("--repo", "repos", multiple=True, type=click.Path(file_okay=False), help="repositories (default: trainer.refresh.repos)")
     @click.option("--force", is_flag=True, help="run even if too little new data arrived")
     @click.option("--every", help="keep running: refresh on this schedule (e.g. 24h, 30m)")
-    @click.option("--server", help="the codeloop server (default: trainer.server_url, else host:port)")
+    @click.option("--server", help="the codeloop server (default: trainer.server_url, else the one recorded in data_dir, else host:port)")
     @click.option("--quiet", is_flag=True, help="no progress bars")
     def refresh(repos, force, every, server, quiet) -> None:
         """Retrain when enough new commits or accepted suggestions arrived (safe from cron)."""
@@ -139,9 +139,7 @@ def _run(settings: Settings, cfg, model_dir: Path, repos: list[Path], run_id: st
 
 
 def _url(settings: Settings, override: str | None) -> str:
-    from codeloop.telemetry_cli import server_url
-
-    return server_url(settings, override or settings.trainer.server_url or None)
+    return settings.server_url(override or settings.trainer.server_url or None)
 
 
 def _fail(message: str) -> None:

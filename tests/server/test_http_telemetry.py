@@ -153,8 +153,10 @@ def test_sigterm_flushes_and_store_code_off_keeps_no_code(model_dir, tmp_path):
     try:
         made = [completion(server, "python", prefix=f"def secret_{i}(x):\n") for i in range(3)]
         events(server, [{"completion_id": m["id"], "kind": "shown", "at": at()} for m in made]).raise_for_status()
+        assert (data / "server.json").exists()  # where `codeloop stats` & co. find it
     finally:
         server.stop()
+    assert not (data / "server.json").exists()  # removed on a clean exit
     con = duckdb.connect(str(data / "telemetry.duckdb"), read_only=True)
     rows = con.execute("SELECT id, prefix, suffix, text, prefix_chars, text_chars, prefix_sha256 FROM completions").fetchall()
     con.close()
