@@ -101,7 +101,8 @@ class CompletionService:
             self._in_flight -= 1
         text = result.text
         if req.postprocess:
-            text = postprocess(text, cursor_prefix, prompt.suffix, language=language, stop=params.stop)
+            text = postprocess(text, cursor_prefix, prompt.suffix, language=language, stop=params.stop,
+                               truncated=result.finish_reason == "length")
         total_ms = (time.monotonic() - started) * 1000
         self._observe(result, adapter)
         response = CompletionResponse(

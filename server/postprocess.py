@@ -1,6 +1,8 @@
 """Turn raw model output into the suggestion a Copilot-like client should show.
 
-``postprocess`` applies, in order: stop strings; one line or one block; repetition; overlap
+``postprocess`` applies, in order: stop strings; a cut answer's half statement; an echo of the
+prefix; the cursor line's indent; a first line that leaves the block, and Markdown or prose
+(server/not_code.py); one line or one block; repetition; overlap
 with the suffix; bracket balance; trailing whitespace; and finally returns "" for garbage.
 Each step only ever shortens the text, so the result is always a prefix of the model output
 (minus trailing whitespace and a suffix overlap). Each step is a public helper, tested alone.
@@ -14,6 +16,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+
+from server.not_code import cut_non_code, leaves_block
+from server.truncated import trim_truncated
 
 __all__ = [
     "balance_brackets",
@@ -47,12 +52,19 @@ def postprocess(
     *,
     language: str | None = None,
     stop: Sequence[str] = (),
+    truncated: bool = False,
 ) -> str:
-    """The suggestion to show for ``text`` generated between ``prefix`` and ``suffix``."""
-    text = cut_at_stop(text, stop)
+    """The suggestion to show for ``text`` generated between ``prefix`` and ``suffix``;
+    ``truncated``: the engine cut it (max tokens or the latency budget), so its end may be
+    half a statement (server/truncated.py)."""
+    cut = cut_at_stop(text, stop)
+    text = trim_truncated(cut, _current_line(prefix)) if truncated and cut == text else cut
     text = drop_echo(text, prefix)
     text = fix_cursor_line_indent(text, prefix)
     multiline = wants_multiline(prefix, suffix)
+    if multiline and leaves_block(text, prefix):
+        return ""
+    text = cut_non_code(text, prefix, language)
     text = cut_to_block(text, prefix, language=language) if multiline else text.split("\n")[0]
     text = cut_repetition(text, prefix)
     text = cut_suffix_overlap(text, prefix, suffix)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from feedback import secrets
-from server import postprocess
+from server import not_code, postprocess, truncated
 
 # Time per kB may be this many times the scrubber's on ordinary code of the same length.
 MAX_RATIO = 25.0
@@ -56,9 +56,9 @@ def plain_code(length: int) -> str:
 
 
 def patterns() -> dict[str, re.Pattern[str]]:
-    """Every compiled pattern of both modules, token rules included."""
+    """Every compiled pattern of the scrubber and post-processing, token rules included."""
     found = {}
-    for module in (secrets, postprocess):
+    for module in (secrets, postprocess, not_code, truncated):
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):
                 found[f"{module.__name__}.{name}"] = value

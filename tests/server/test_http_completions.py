@@ -1,6 +1,7 @@
 """Real completions from the real default model, through a real server process over HTTP."""
 from __future__ import annotations
 
+import ast
 import re
 import socket
 import time
@@ -83,6 +84,35 @@ def test_a_multi_line_suggestion_stops_generating_once_its_block_has_ended(serve
     assert block["choices"][0]["text"] == postprocess(raw["choices"][0]["text"], prefix, "", language="python") != ""
     assert block["choices"][0]["finish_reason"] == "stop"
     assert block["usage"]["completion_tokens"] < raw["usage"]["completion_tokens"] // 2  # raw ran on to 64
+
+
+def _parses_after(prefix: str, text: str) -> bool:
+    """Whether prefix + text is Python that a parser accepts (a body added after a final ":")."""
+    source = prefix + text
+    if source.rstrip().endswith(":"):
+        last = source.rstrip().rsplit("\n", 1)[-1]
+        source += "\n" + " " * (len(last) - len(last.lstrip()) + 4) + "pass"
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        return False
+    return True
+
+
+def test_an_answer_cut_short_never_ends_in_half_a_statement(server):
+    """The issue's dangling `for`: whatever token count the engine is cut at (max_tokens here,
+    the latency budget alike: both end with finish_reason "length"), the suggestion parses
+    after the prefix or is empty. The raw cuts show the check can fail."""
+    prefix = "def is_prime(n: int) -> bool:\n    "
+    cooked, raw = [], []
+    for tokens in range(1, 15):
+        body = {"segments": {"prefix": prefix, "suffix": "", "language": "python"}, "max_tokens": tokens}
+        answer = complete(server, body).json()["choices"][0]
+        cooked.append(answer["text"])
+        raw.append(complete(server, {**body, "postprocess": False}).json()["choices"][0]["text"])
+    assert all(text == "" or _parses_after(prefix, text) for text in cooked), cooked
+    assert any(text for text in cooked), cooked
+    assert not all(_parses_after(prefix, text) for text in raw), raw
 
 
 def test_a_latency_budget_answers_with_what_was_generated_in_time(server):
