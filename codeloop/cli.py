@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 
 import click
 
 from codeloop import auth_cli, eval_cli, telemetry_cli, trainer_cli
 from codeloop.settings import Settings, SettingsError, config_path, load_settings
+from server.fim import PREFIX_ONLY_NOTE
 
 
 def _settings(**overrides) -> Settings:
@@ -59,12 +61,14 @@ def up(host, port) -> None:
     _check_telemetry_db(settings)
     model_dir = _model_dir(settings)
     choice = _engine_choice(settings, model_dir)
+    template = _base_template(settings, model_dir)
     base = f"http://{settings.host}:{settings.port}"
     click.echo(
         "\n".join(
             [
                 f"codeloop is starting on {base} (model: {model_dir})",
                 f"  engine:     {choice.name} ({choice.reason})",
+                f"  prompt:     {template.name}" + ("" if template.supports_suffix else f" ({PREFIX_ONLY_NOTE.split(': ', 1)[1]})"),
                 f"  API:        {base}/v1/completions   (OpenAPI: {base}/docs)",
                 f"  dashboard:  {base}/",
                 f"  metrics:    {base}/metrics",
@@ -76,6 +80,16 @@ def up(host, port) -> None:
         )
     )
     _serve(settings, model_dir, choice)
+
+
+def _base_template(settings: Settings, model_dir):
+    from codeloop.models import ModelError, base_template
+
+    try:
+        return base_template(model_dir, settings.fim_template)
+    except ModelError as exc:
+        click.echo(f"codeloop: {exc}", err=True)
+        sys.exit(2)
 
 
 def _engine_choice(settings: Settings, model_dir):
@@ -92,6 +106,7 @@ def _engine_choice(settings: Settings, model_dir):
 def _serve(settings: Settings, model_dir, choice=None) -> None:
     import uvicorn
 
+    from codeloop.discovery import forget_server, record_server, url_for
     from server.app import create_app
     from server.engines import EngineError, make_engine
 
@@ -103,7 +118,21 @@ def _serve(settings: Settings, model_dir, choice=None) -> None:
         click.echo(f"codeloop: {exc}", err=True)
         sys.exit(2)
     app = create_app(settings, model_dir, engine)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
+    # Recorded for `codeloop stats` & co. (codeloop/discovery.py); a killed server's record is
+    # ignored by its dead pid.
+    record_server(settings.data_dir, url_for(settings.host, settings.port))
+
+    def forget_then_end(signum, _frame) -> None:
+        # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught to this handler.
+        forget_server(settings.data_dir)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, forget_then_end)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
+    finally:
+        forget_server(settings.data_dir)
 
 
 def _check_telemetry_db(settings: Settings) -> None:
@@ -131,7 +160,7 @@ def _make_data_dir(settings: Settings) -> None:
 
 @cli.command()
 @click.option("--tcp", "tcp_port", type=int, help="listen on this TCP port instead of stdio (for debugging)")
-@click.option("--server", "server", help="completion server URL (default: from settings host/port)")
+@click.option("--server", "server", help="completion server URL (default: the server recorded in data_dir, else settings host/port)")
 def lsp(tcp_port, server) -> None:
     """Run the language server (stdio) that editors start: inline completions and telemetry.
 
@@ -147,7 +176,7 @@ def lsp(tcp_port, server) -> None:
     if settings.log_level != "debug":  # pygls logs every message at info, httpx every request
         for noisy in ("pygls", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = LspConfig(server_url=telemetry_cli.server_url(settings, server), spool_dir=settings.data_dir / "spool")
+    config = LspConfig(server_url=settings.server_url(server), spool_dir=settings.data_dir / "spool")
     ls = build_server(config)
     if tcp_port is not None:
         ls.start_tcp("127.0.0.1", tcp_port)

@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -249,11 +250,22 @@ def served_gguf(model: Path, quant: str) -> Path:
 def describe_model_folder(path: Path, fim_template: str = "auto") -> str:
     """Check that a configured folder (or GGUF file) loads (config and tokenizer) and say how
     it will be prompted."""
+    path = Path(path)
+    kind = "GGUF file" if path.suffix == ".gguf" else "model folder"
+    model_type, vocab_size, template = _model_summary(path, fim_template)
+    return f"{kind} {path}: {model_type}, vocabulary {vocab_size}, FIM template {template.name!r}"
+
+
+def base_template(path: Path, fim_template: str = "auto") -> Any:
+    """The FIM template requests get without an adapter (server/fim.py's FimTemplate)."""
+    return _model_summary(Path(path), fim_template)[2]
+
+
+def _model_summary(path: Path, fim_template: str) -> tuple[str, int, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     from server.fim import get_template
 
-    path = Path(path)
     # transformers reads a GGUF file's config and tokenizer from its metadata.
     root, kwargs = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
     kind = "GGUF file" if kwargs else "model folder"
@@ -262,5 +274,4 @@ def describe_model_folder(path: Path, fim_template: str = "auto") -> str:
         tokenizer = AutoTokenizer.from_pretrained(root, **kwargs)
     except Exception as exc:  # transformers raises many kinds; all mean "not a usable folder"
         raise ModelError(f"{path} is not a loadable Hugging Face {kind}: {exc}") from None
-    template = get_template(fim_template, config.model_type, tokenizer.get_vocab())
-    return f"{kind} {path}: {config.model_type}, vocabulary {len(tokenizer)}, FIM template {template.name!r}"
+    return config.model_type, len(tokenizer), get_template(fim_template, config.model_type, tokenizer.get_vocab())

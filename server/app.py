@@ -22,6 +22,7 @@ from server.api.adapters import adapter_list
 from server.auth import USER_RESPONSES, require_user
 from server.browser_guard import BrowserGuard, HostPolicy
 from server.completions import CompletionService, RequestError
+from server.fim import PREFIX_ONLY_NOTE
 from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, engine_choice, make_engine
 from server.limits import RequestBodyGuard
@@ -70,6 +71,8 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             log.warning(problem)
         app.state.telemetry, app.state.experiments = telemetry, experiments
         app.state.service = CompletionService(engine, registry, metrics, settings, experiments=experiments, telemetry=telemetry)
+        if not app.state.service.template_for(registry.live).supports_suffix:
+            log.info(PREFIX_ONLY_NOTE)
         app.state.started_at = time.time()
         try:
             yield
@@ -106,6 +109,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
         # vllm-remote: each replica, up or down (a down one is degraded service, not an outage).
         replicas = engine.replica_status() if hasattr(engine, "replica_status") else None
         healthy = (writer_status is None or writer_status["healthy"]) and all(r["up"] for r in replicas or [])
+        template = request.app.state.service.template_for(registry.live)
         return {
             "status": "ok" if healthy else "degraded",
             "model": engine.model_name,
@@ -114,6 +118,11 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             "live_adapter": registry.live,
             "adapters": engine.adapters(),
             "queue_depth": engine.queue_depth(),
+            # What editors' requests get: the live adapter's prompt format, and the largest answer.
+            "prompt_template": template.name,
+            "uses_suffix": template.supports_suffix,
+            **({"notes": [PREFIX_ONLY_NOTE]} if not template.supports_suffix else {}),
+            "max_tokens_limit": settings.max_tokens_limit,
             **({"replicas": replicas} if replicas is not None else {}),
             "telemetry": writer_status,
             "uptime_s": round(time.time() - app.state.started_at, 1),

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 __all__ = [
     "TEMPLATES",
+    "PREFIX_ONLY_NOTE",
     "FimTemplate",
     "PromptBuild",
     "Trimmed",
@@ -33,6 +34,12 @@ _CHARS_PER_TOKEN = 8
 # for prefixes kept longer than _STEADY_MIN_CHARS, where the step is a small share.
 _CUT_STEP_CHARS = 256
 _STEADY_MIN_CHARS = 1024
+
+
+# Said at start-up and in /healthz: a user must know why the code after the cursor is ignored.
+PREFIX_ONLY_NOTE = ("prefix-only prompts: the model has no fill-in-the-middle tokens, so it does not see the code "
+                    "after the cursor until an adapter trained for FIM (trainer.train.fim_template = "
+                    "\"smollm-fim\" on the default model) is live")
 
 
 @dataclass(frozen=True)
