@@ -45,7 +45,8 @@ class ServerClient:
     """One pooled async client. Cancelling a call closes its connection, which the server
     sees as a disconnect and stops the engine for."""
 
-    def __init__(self, base_url: str, token: str | None, timeout_s: float, on_auth_refused: Callable[[str], None] | None = None) -> None:
+    def __init__(self, base_url: str, token: str | None, timeout_s: float, on_auth_refused: Callable[[str], None] | None = None,
+                 on_problem: Callable[[str], None] | None = None) -> None:
         headers = {"User-Agent": "codeloop-lsp"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -57,6 +58,11 @@ class ServerClient:
         # otherwise the editor would just never show a suggestion, with no hint why.
         self.on_auth_refused = on_auth_refused
         self.auth_refused = False
+        # Other problems the user must see (unreachable server, refused requests), each told
+        # once: the unreachable server again only after it answered in between.
+        self.on_problem = on_problem or (lambda message: None)
+        self._told: set[str] = set()
+        self._max_tokens_limit: int | None = None
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
@@ -71,7 +77,11 @@ class ServerClient:
         try:
             resp = await self._http.post("/v1/completions", json=body)
         except httpx.HTTPError as exc:
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                self._tell("unreachable", f"cannot reach the completion server at {self.base_url} ({type(exc).__name__}): "
+                                          "no suggestions until it answers; check serverUrl (codeloop.serverUrl in VS Code)")
             raise ServerUnavailable(f"{type(exc).__name__}: {exc}") from None
+        self._told.discard("unreachable")  # it answers: a later outage is told again
         if resp.status_code != 200:
             if resp.status_code == 429:
                 self.busy_until = time.monotonic() + _retry_after_s(resp)
@@ -84,7 +94,10 @@ class ServerClient:
                 self.auth_refused = True
                 if self.on_auth_refused is not None:
                     self.on_auth_refused(_error_text(resp))
-            log.warning("completion refused: HTTP %d: %s", resp.status_code, _error_text(resp))
+            message = f"the completion server at {self.base_url} refused the request (HTTP {resp.status_code}): {_error_text(resp)}"
+            if resp.status_code not in (401, 403):
+                self._tell(message, message)
+            log.warning(message)
             return None
         data = resp.json()
         self.last_route = Route(data.get("adapter"), data.get("experiment"), data.get("arm"))
@@ -93,6 +106,25 @@ class ServerClient:
         if not text:
             return None
         return Suggestion(data["id"], text, data.get("adapter"))
+
+    async def allowed_max_tokens(self, requested: int) -> int:
+        """``requested`` clamped to the server's max_tokens_limit (from /healthz, asked once)."""
+        if self._max_tokens_limit is None:
+            try:
+                limit = (await self.get("/healthz")).get("max_tokens_limit")
+            except ServerUnavailable:
+                return requested  # asked again next time; the request itself will say what is wrong
+            self._max_tokens_limit = limit if isinstance(limit, int) and limit > 0 else 0
+        if self._max_tokens_limit and requested > self._max_tokens_limit:
+            self._tell("max_tokens", f"maxTokens {requested} is over the server's limit of {self._max_tokens_limit}; "
+                                     f"asking for {self._max_tokens_limit}")
+            return self._max_tokens_limit
+        return requested
+
+    def _tell(self, key: str, message: str) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            self.on_problem(message)
 
     async def post_events(self, events: list[dict]) -> int:
         """Store events; returns how many were new. Only returns once they are committed."""

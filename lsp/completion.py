@@ -128,7 +128,7 @@ class Completer:
         prefix = doc.text[prefix_start(doc.text, origin, cfg.prefix_chars):origin] + head
         suffix = doc.text[offset:offset + cfg.suffix_chars]
         # An answer cut short by the latency budget must not stand in for an invoked one.
-        budget = cfg.latency_budget_ms if automatic else None
+        budget = cfg.latency_budget_ms if automatic else cfg.invoked_budget_ms
         key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, budget, cfg.server_url)
 
         suggestion = self.cache.get(key)
@@ -153,7 +153,7 @@ class Completer:
             "user": cfg.user, "client": cfg.client,
         }
         if cfg.max_tokens:
-            body["max_tokens"] = cfg.max_tokens
+            body["max_tokens"] = await self.client.allowed_max_tokens(cfg.max_tokens)
         if budget:
             body["max_latency_ms"] = budget
         suggestion = await self._ask_server(body, superseded)

@@ -8,6 +8,7 @@ that names it, and the previous configuration stays in force.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import getpass
 import hashlib
 import socket
@@ -44,10 +45,11 @@ class LspConfig:
     timeout_ms: int = 8000
     # Automatic triggers ask the server to stop generating this long after the request and
     # answer with what it has: ghost text that comes after the user typed on is never seen,
-    # so on a slow engine a shorter suggestion in time beats a longer one too late. Explicit
-    # invocations wait for the whole suggestion (up to timeout_ms). None: no budget.
+    # so on a slow engine a shorter suggestion in time beats a longer one too late. None: no
+    # budget. Explicit invocations get `invoked_budget_ms`, a second under timeout_ms.
     latency_budget_ms: int | None = 2000
     user: str = dataclasses.field(default_factory=default_user)
+
     client: str = "codeloop-lsp"
     # Seconds after an accept at which the retained share of the accepted text is reported.
     retention_s: tuple[float, ...] = (30.0, 120.0, 600.0)
@@ -62,24 +64,42 @@ class LspConfig:
     # Documents larger than this get no completions (they are still tracked).
     max_document_chars: int = 2_000_000
 
+    @property
+    def invoked_budget_ms(self) -> int:
+        """An explicit invocation's budget: what was generated a second before the editor
+        would give up beats nothing at all (64 tokens do not fit in 8 s on a small CPU)."""
+        return max(self.timeout_ms - 1000, self.timeout_ms // 2)
+
     def with_options(self, options: dict[str, Any] | None) -> "LspConfig":
         """A new config with the editor's options applied; ConfigError names a bad one."""
+        config, problems = self.apply(options)
+        if problems:
+            raise ConfigError(problems[0])
+        return config
+
+    def apply(self, options: Any) -> tuple["LspConfig", list[str]]:
+        """The editor's options applied, each bad one left out: (new config, one problem per
+        bad option). A typo in one option must not throw away a valid serverUrl."""
         if not options:
-            return self
+            return self, []
         if not isinstance(options, dict):
-            raise ConfigError(f"options must be an object, got {type(options).__name__}")
+            return self, [f"options must be an object, got {type(options).__name__}"]
         if isinstance(options.get("codeloop"), dict) and len(options) == 1:
             options = options["codeloop"]
         changes: dict[str, Any] = {}
+        problems = []
         for name, value in options.items():
             field = _OPTION_FIELDS.get(name)
             if field is None:
-                raise ConfigError(f"unknown option {name!r}; known: {', '.join(sorted(_OPTION_FIELDS))}")
+                close = difflib.get_close_matches(str(name), _OPTION_FIELDS, n=1, cutoff=0.6)
+                known = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(_OPTION_FIELDS))}"
+                problems.append(f"unknown option {name!r} ignored; {known}")
+                continue
             try:
                 changes[field] = _CHECKS[field](value)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"option {name!r}: {exc}") from None
-        return dataclasses.replace(self, **changes)
+                problems.append(f"option {name!r} ignored: {exc}")
+        return dataclasses.replace(self, **changes), problems
 
     def completes(self, language_id: str) -> bool:
         return "*" in self.languages or language_id in self.languages

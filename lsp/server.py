@@ -77,7 +77,8 @@ class CodeloopLanguageServer(LanguageServer):
         self.completer = Completer(config, self.store, self.tracker, self.client)
 
     def _client(self, config: LspConfig) -> ServerClient:
-        return ServerClient(config.server_url, config.token, config.timeout_ms / 1000, on_auth_refused=self._token_refused)
+        return ServerClient(config.server_url, config.token, config.timeout_ms / 1000, on_auth_refused=self._token_refused,
+                            on_problem=self.warn)
 
     def _token_refused(self, message: str) -> None:
         self.window_show_message(types.ShowMessageParams(
@@ -90,12 +91,9 @@ class CodeloopLanguageServer(LanguageServer):
     def _schedule(self, delay: float, callback) -> None:
         asyncio.get_running_loop().call_later(delay, callback)
 
-    def apply_options(self, options: Any) -> str | None:
-        """Apply editor options; returns an error message (config unchanged) or None."""
-        try:
-            config = self.config.with_options(options)
-        except ConfigError as exc:
-            return str(exc)
+    def apply_options(self, options: Any) -> list[str]:
+        """Apply the editor's options, each bad one left out; returns one problem per bad one."""
+        config, problems = self.config.apply(options)
         if (config.server_url, config.token, config.timeout_ms) != (self.config.server_url, self.config.token, self.config.timeout_ms):
             old, self.client = self.client, self._client(config)
             self.sender.client = self.client
@@ -104,7 +102,12 @@ class CodeloopLanguageServer(LanguageServer):
         self.tracker.retention_s = config.retention_s
         self.completer.reconfigure(config, self.client)
         self.config = config
-        return None
+        return problems
+
+    def warn(self, message: str) -> None:
+        """A problem the user must see in the editor (not only in a log nobody reads)."""
+        log.warning(message)
+        self.window_show_message(types.ShowMessageParams(types.MessageType.Warning, f"codeloop: {message}"))
 
     def report_server_error(self, error: Exception, source) -> None:
         # pygls would pop up an error in the editor for every bad notification; a log line is enough.
@@ -123,8 +126,8 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
     def initialize(ls: CodeloopLanguageServer, params: types.InitializeParams) -> None:
         encoding = ls.workspace.position_encoding or "utf-16"
         ls.store.encoding = str(getattr(encoding, "value", encoding))  # pygls gives an enum or a str
-        if (problem := ls.apply_options(params.initialization_options)) is not None:
-            ls.window_show_message(types.ShowMessageParams(types.MessageType.Warning, f"codeloop: {problem}; using defaults"))
+        for problem in ls.apply_options(params.initialization_options):
+            ls.warn(problem)
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: CodeloopLanguageServer, params: types.InitializedParams) -> None:
@@ -136,8 +139,8 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: CodeloopLanguageServer, params: types.DidChangeConfigurationParams) -> None:
-        if (problem := ls.apply_options(params.settings)) is not None:
-            ls.window_show_message(types.ShowMessageParams(types.MessageType.Warning, f"codeloop: {problem}; settings unchanged"))
+        for problem in ls.apply_options(params.settings):
+            ls.warn(problem)
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: CodeloopLanguageServer, params: types.DidOpenTextDocumentParams) -> None:

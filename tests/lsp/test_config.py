@@ -35,3 +35,18 @@ def test_user_pseudonym_is_stable_and_not_the_name():
 
     assert default_user() == default_user()
     assert default_user().startswith("u-") and getpass.getuser() not in default_user()
+
+
+def test_a_bad_option_is_left_out_and_the_others_apply():
+    """The issue's case: a typo in one option threw away every option, a valid serverUrl too."""
+    cfg, problems = LspConfig().apply({"serverUrl": "http://10.0.0.5:9000", "debounceMS": 80, "maxTokens": "many"})
+    assert cfg.server_url == "http://10.0.0.5:9000"
+    assert cfg.debounce_ms == LspConfig().debounce_ms and cfg.max_tokens is None
+    assert problems == ["unknown option 'debounceMS' ignored; did you mean 'debounceMs'?",
+                        "option 'maxTokens' ignored: must be a whole number from 1 to 4096"]
+    assert LspConfig().apply({"zzz": 1})[1][0].startswith("unknown option 'zzz' ignored; known: cacheSize")
+
+
+def test_an_invoked_request_gets_a_budget_under_the_timeout():
+    assert LspConfig().invoked_budget_ms == 7000
+    assert LspConfig(timeout_ms=1200).invoked_budget_ms == 600
