@@ -9,7 +9,7 @@ import sys
 import click
 
 from codeloop import auth_cli, eval_cli, telemetry_cli, trainer_cli
-from codeloop.settings import Settings, SettingsError, config_path, load_settings
+from codeloop.settings import Settings, SettingsError, config_path, load_settings, source_of
 from server.fim import PREFIX_ONLY_NOTE
 
 
@@ -226,18 +226,24 @@ SECRET_SETTINGS = ("api_token", "vllm_api_key")
 @cli.command("settings")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of TOML-like lines")
 def show_settings(as_json) -> None:
-    """Show the settings in effect and where they are read from."""
+    """Show the settings in effect, where each comes from, and the paths they resolve to."""
     settings = _settings()
     values = json.loads(settings.model_dump_json())
     for secret in SECRET_SETTINGS:
         if values.get(secret):
             values[secret] = "<set, not shown>"
+    resolved = {"adapters_dir": str(settings.adapters_dir), "auth_tokens_path": str(settings.auth_tokens_path),
+                "telemetry_db": str(settings.telemetry_db), "models_dir": str(settings.models_dir),
+                "server_url": settings.server_url()}
     if as_json:
-        click.echo(json.dumps(values, indent=2))
+        click.echo(json.dumps({**values, "resolved": resolved}, indent=2))
         return
     click.echo(f"# read from {config_path()} ({'present' if config_path().exists() else 'absent'}) and CODELOOP_* variables")
     for key, value in values.items():
-        click.echo(f"{key} = {json.dumps(value)}")
+        click.echo(f"{key} = {json.dumps(value)}  # {source_of(key)}")
+    click.echo("# resolved")
+    for key, value in resolved.items():
+        click.echo(f"# {key}: {value}")
 
 
 auth_cli.register(cli, _settings)

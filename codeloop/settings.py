@@ -5,7 +5,9 @@ the environment. A bad value is reported by its name, see `load_settings`.
 """
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -233,19 +235,46 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"]) or "settings"
-            source = _source_of(name, overrides)
-            lines.append(f"invalid setting '{name}' ({source}): {err['msg']}")
+            source = source_of(name, overrides)
+            hint = _closest_name(name) if err["type"] == "extra_forbidden" else ""
+            lines.append(f"invalid setting '{name}' ({source}): {err['msg']}{hint}")
         raise SettingsError("\n".join(lines)) from None
     except Exception as exc:  # a TOML syntax error, for example
         raise SettingsError(f"cannot read settings from {config_path()}: {exc}") from None
 
 
-def _source_of(name: str, overrides: dict[str, Any]) -> str:
-    if name in overrides:
+def source_of(name: str, overrides: dict[str, Any] | None = None) -> str:
+    """Where a setting's value comes from: the command line, a CODELOOP_ variable, the file, or the default."""
+    if name in (overrides or {}):
         return "from the command line"
     env = ENV_PREFIX + name.upper().replace(".", "__")
     if env in os.environ:
         return f"from {env}"
-    if config_path().exists():
+    if _in_toml(name):
         return f"from {config_path()}"
     return "default"
+
+
+def _in_toml(name: str) -> bool:
+    try:
+        table: Any = tomllib.loads(config_path().read_text())
+    except (OSError, ValueError):
+        return config_path().exists()  # unreadable: blame the file, as before
+    for part in name.split("."):
+        if not isinstance(table, dict) or part not in table:
+            return False
+        table = table[part]
+    return True
+
+
+def _closest_name(name: str) -> str:
+    """'; did you mean 'port'?' for a misspelt setting (nested names within their table)."""
+    head, _, leaf = name.rpartition(".")
+    model: Any = Settings
+    for part in head.split(".") if head else []:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if model is None or not hasattr(model, "model_fields"):
+            return ""
+    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean '{(head + '.' if head else '') + close[0]}'?" if close else ""

@@ -97,6 +97,30 @@ def test_settings_command_shows_effective_values(clean_env):
     assert '"port": 9100' in result.stdout
 
 
+def test_settings_command_says_where_each_value_comes_from(clean_env):
+    (clean_env / "codeloop.toml").write_text("port = 9100\n")
+    result = run_cli("settings", env={"CODELOOP_CONFIG": str(clean_env / "codeloop.toml"), "CODELOOP_LOG_LEVEL": "debug",
+                                      "CODELOOP_DATA_DIR": str(clean_env / "data")})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"port = 9100  # from {clean_env / 'codeloop.toml'}" in lines
+    assert 'log_level = "debug"  # from CODELOOP_LOG_LEVEL' in lines and "max_queue = 64  # default" in lines
+    # Settings left null resolve to paths: those are shown too.
+    assert f"# adapters_dir: {clean_env / 'data' / 'adapters'}" in lines
+    assert f"# auth_tokens_path: {clean_env / 'data' / 'auth_tokens.json'}" in lines
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("prot = 3\n", "invalid setting 'prot' (from {}): Extra inputs are not permitted; did you mean 'port'?"),
+    ("[trainer.train]\nlrr = 1\n", "invalid setting 'trainer.train.lrr' (from {}): Extra inputs are not permitted; did you mean 'trainer.train.lr'?"),
+])
+def test_a_misspelt_setting_suggests_the_closest_name(clean_env, toml, message):
+    (clean_env / "codeloop.toml").write_text(toml)
+    result = run_cli("settings", env={"CODELOOP_CONFIG": str(clean_env / "codeloop.toml")})
+    assert result.returncode == 2
+    assert message.format(clean_env / "codeloop.toml") in result.stderr
+
+
 def test_settings_type_is_the_one_object():
     # Parts receive this object; they never read CODELOOP_* themselves.
     assert "data_dir" in Settings.model_fields and "adapter_dir" in Settings.model_fields
