@@ -102,17 +102,19 @@ class Telemetry:
                 problems.append(f"{where}: unknown completion_id; events must refer to an id returned by /v1/completions")
                 continue
             length = lengths[e.completion_id]
-            chars = e.accepted_chars
-            if e.kind == "accepted" and chars is None:
+            chars, kind = e.accepted_chars, e.kind
+            if kind == "accepted" and chars is None:
                 chars = length
-            if e.kind == "partial" and chars is None:
+            elif kind == "accepted" and length is not None and chars < length:
+                kind = "partial"  # part of the suggestion was accepted: never counted as all of it
+            if kind == "partial" and chars is None:
                 problems.append(f"{where}: a partial accept needs accepted_chars")
             if chars is not None and length is not None and chars > length:
                 problems.append(f"{where}: accepted_chars={chars} is longer than the suggestion ({length} chars)")
             if e.kind == "retained" and (e.retained_ratio is None or e.age_s is None):
                 problems.append(f"{where}: a retained event needs retained_ratio (0..1) and age_s")
             rows.append({
-                "completion_id": e.completion_id, "kind": e.kind, "at": e.at, "elapsed_ms": e.elapsed_ms,
+                "completion_id": e.completion_id, "kind": kind, "at": e.at, "elapsed_ms": e.elapsed_ms,
                 "accepted_chars": chars, "retained_ratio": e.retained_ratio, "age_s": e.age_s,
             })
         if problems:

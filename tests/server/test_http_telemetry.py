@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import start_server
 
 
-def completion(server, language: str, prefix: str = "def add(a, b):\n", **extra) -> dict:
+def completion(server, language: str, prefix: str = "def add(a, b):\n    return", **extra) -> dict:
     body = {"segments": {"prefix": prefix, "suffix": "", "language": language, "filepath": "x.py"}, "max_tokens": 6, **extra}
     r = httpx.post(server.url + "/v1/completions", json=body, timeout=120)
     assert r.status_code == 200, r.text
@@ -82,6 +82,20 @@ def test_events_are_stored_once_and_counted(server):
     assert outcomes[first["id"]] == "accepted" and outcomes[second["id"]] == "rejected"
 
 
+def test_an_accepted_event_for_part_of_the_suggestion_is_recorded_as_partial(server):
+    """`accepted` with accepted_chars shorter than the suggestion is a partial accept, never all of it."""
+    lang = f"lang-{uuid.uuid4().hex[:6]}"
+    made = completion(server, lang)
+    length = len(made["choices"][0]["text"])
+    assert length > 2
+    r = events(server, [{"completion_id": made["id"], "kind": "shown", "at": at()},
+                        {"completion_id": made["id"], "kind": "accepted", "accepted_chars": 2, "at": at(1)}])
+    assert r.status_code == 200, r.text
+    row = next(r for r in httpx.get(server.url + "/v1/logs", params={"limit": 50}).json()["rows"] if r["id"] == made["id"])
+    assert row["outcome"] == "partial" and row["accepted_chars"] == 2
+    assert by_language(server, lang)["accepted_chars"] == 2
+
+
 @pytest.mark.parametrize(
     "event, needle",
     [
@@ -129,7 +143,7 @@ def test_export_gives_parquet_of_completions_with_outcomes(server, tmp_path):
     columns = [d[0] for d in duckdb.sql(f"SELECT * FROM read_parquet('{out}') LIMIT 0").description]
     assert len(row) == 1
     record = dict(zip(columns, row[0]))
-    assert record["language"] == lang and record["prefix"] == "def add(a, b):\n"
+    assert record["language"] == lang and record["prefix"] == "def add(a, b):\n    return"
     assert record["text"] == made["choices"][0]["text"]
     future = httpx.get(server.url + "/v1/feedback/export", params={"since": at(3600)}, timeout=60)
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{_write(tmp_path, future.content)}')").fetchall()[0][0] == 0
