@@ -57,6 +57,8 @@ def serve(host, port, model) -> None:
 @click.option("--port", type=int, help="port (default 8000)")
 def up(host, port) -> None:
     """Prepare the model if needed, then serve, printing where everything is (what `make run` does)."""
+    from codeloop.editor_setup import codeloop_command
+
     settings = _settings(host=host, port=port)
     _check_telemetry_db(settings)
     model_dir = _model_dir(settings)
@@ -72,7 +74,7 @@ def up(host, port) -> None:
                 f"  API:        {base}/v1/completions   (OpenAPI: {base}/docs)",
                 f"  dashboard:  {base}/",
                 f"  metrics:    {base}/metrics",
-                "  editors:    see README.md, section 'Editors'",
+                f"  editors:    language server `{codeloop_command()} lsp`; `codeloop editor neovim|emacs|helix` prints a set-up",
                 f"  data:       {settings.data_dir}",
                 f"  bound to {settings.host}: " + ("reachable from this machine only" if settings.local_only else "REACHABLE FROM OTHER MACHINES"),
                 "",
@@ -182,6 +184,16 @@ def lsp(tcp_port, server) -> None:
         ls.start_tcp("127.0.0.1", tcp_port)
     else:
         ls.start_io()
+
+
+@cli.command()
+@click.argument("editor", type=click.Choice(["neovim", "emacs", "helix"]))
+@click.option("--server", "server", help="the completion server URL (default: the running server, else settings host/port)")
+def editor(editor, server) -> None:
+    """Print the set-up that starts codeloop's language server in EDITOR, with this machine's paths."""
+    from codeloop.editor_setup import codeloop_command, render
+
+    click.echo(render(editor, codeloop_command(), _settings().server_url(server)), nl=False)
 
 
 @cli.group()
