@@ -41,6 +41,9 @@ class CompletionRequest(BaseModel):
     repo: str | None = Field(None, max_length=300, description="the repository the file belongs to")
     # Copilot-style clean-up of the suggestion (single/multi-line, suffix overlap, ...).
     postprocess: bool = True
+    stream: bool = Field(False, description="answer as server-sent events in OpenAI's format: the suggestion "
+                                           "in one event once it is post-processed, a last event with "
+                                           "finish_reason, then [DONE]")
 
     @model_validator(mode="after")
     def _one_form(self) -> "CompletionRequest":
@@ -143,6 +146,22 @@ BODY_REFUSALS = refusals(HOST_REFUSALS, {
     400: {"model": Error, "description": "a JSON body that is not UTF-8"},
     413: {"model": Error, "description": "a body over max_request_bytes"},
     415: {"model": Error, "description": "a body not sent as `content-type: application/json`"}})
+
+
+class ModelCard(BaseModel):
+    """One entry of GET /v1/models, as vLLM lists its base model and LoRA adapters."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "codeloop"
+    root: str
+    parent: str | None = Field(None, description="the base model, for an adapter")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 EventKind = Literal["shown", "accepted", "partial", "rejected", "dismissed", "cancelled", "retained"]

@@ -1,14 +1,17 @@
-"""POST /v1/completions."""
+"""POST /v1/completions (JSON, or server-sent events with stream=true) and GET /v1/models."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from server.auth import principal_of
 from server.completions import RequestError
-from server.schemas import BODY_REFUSALS, WRITE_REFUSALS, CompletionRequest, CompletionResponse, Error, refusals
+from server.schemas import (
+    BODY_REFUSALS, WRITE_REFUSALS, CompletionRequest, CompletionResponse, Error, ModelCard, ModelList, refusals,
+)
 
 router = APIRouter()
 DISCONNECT_POLL_S = 0.05
@@ -16,6 +19,8 @@ DISCONNECT_POLL_S = 0.05
 
 @router.post("/v1/completions", response_model=CompletionResponse,
              responses=refusals(BODY_REFUSALS, WRITE_REFUSALS, {
+                 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                       "description": "the completion; with stream=true as server-sent events"},
                  404: {"model": Error}, 429: {"model": Error},
                  503: {"model": Error, "description": "the engine failed or cannot be reached now"}}))
 async def create_completion(body: CompletionRequest, request: Request):
@@ -35,10 +40,36 @@ async def create_completion(body: CompletionRequest, request: Request):
     while True:
         done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
         if done:
-            return task.result()
+            # Errors (unknown adapter, limits) come before any event, as plain HTTP errors.
+            return _as_events(task.result()) if body.stream else task.result()
         if await request.is_disconnected():
             task.cancel()
             return Response(status_code=499)
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    """The base model and the loaded adapters, as vLLM lists them: any id is a valid `model`."""
+    engine = request.app.state.engine
+    base = engine.model_name
+    created = int(request.app.state.started_at)
+    cards = [ModelCard(id=base, created=created, root=base)]
+    cards += [ModelCard(id=name, created=created, root=base, parent=base) for name in sorted(request.app.state.registry.records)]
+    return ModelList(data=cards)
+
+
+def _as_events(response: CompletionResponse) -> StreamingResponse:
+    """OpenAI's streaming format for a finished completion: post-processing needs the whole
+    answer, so the suggestion comes in one event, then one with finish_reason and usage."""
+    head = response.model_dump(exclude={"choices", "usage", "timings"})
+    choice = response.choices[0]
+    events = [
+        {**head, "choices": [{"index": 0, "text": choice.text, "logprobs": None, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": choice.finish_reason}],
+         "usage": {**response.usage.model_dump(), "total_tokens": response.usage.prompt_tokens + response.usage.completion_tokens}},
+    ]
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    return StreamingResponse(iter([body]), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _client_address(request: Request) -> str:
