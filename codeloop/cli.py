@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from codeloop import auth_cli, eval_cli, telemetry_cli, trainer_cli
+from codeloop import adapter_cli, auth_cli, eval_cli, telemetry_cli, trainer_cli
 from codeloop.settings import Settings, SettingsError, config_path, load_settings, source_of
 from server.fim import PREFIX_ONLY_NOTE
 
@@ -258,6 +258,7 @@ def show_settings(as_json) -> None:
         click.echo(f"# {key}: {value}")
 
 
+adapter_cli.register(cli, _settings)
 auth_cli.register(cli, _settings)
 telemetry_cli.register(cli, _settings)
 trainer_cli.register(cli, _settings, _model_dir)

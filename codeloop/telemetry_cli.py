@@ -12,6 +12,7 @@ from urllib.parse import quote
 import click
 import httpx
 
+from codeloop.http_api import auth_headers, get_json, post_json, raise_for
 from codeloop.settings import Settings
 
 # As the user field of a completion request (server/schemas.py).
@@ -30,33 +31,6 @@ STATS_COLUMNS = [
     ("latency_p50_ms", "p50 ms", "{:.0f}"),
     ("latency_p99_ms", "p99 ms", "{:.0f}"),
 ]
-
-
-def auth_headers(settings: Settings) -> dict[str, str]:
-    """The Authorization header for a server with auth on (setting api_token)."""
-    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
-
-
-def _get(settings: Settings, server: str | None, path: str, **params):
-    """JSON from the running server, or None when no server answers there."""
-    url = settings.server_url(server)
-    try:
-        r = httpx.get(url + path, params={k: v for k, v in params.items() if v is not None}, headers=auth_headers(settings), timeout=60)
-    except httpx.TransportError:
-        return None
-    _raise_for(r)
-    return r.json()
-
-
-def _raise_for(r: httpx.Response) -> None:
-    if r.status_code >= 400:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text
-        hint = " (give codeloop a token: CODELOOP_API_TOKEN, or api_token in codeloop.toml)" if r.status_code in (401, 403) else ""
-        click.echo(f"codeloop: the server refused ({r.status_code}): {message}{hint}", err=True)
-        sys.exit(2 if r.status_code < 500 else 1)
 
 
 def _open_file(settings: Settings, server: str | None):
@@ -125,7 +99,7 @@ def register(cli: click.Group, load_settings) -> None:
     def stats(by, since, as_json, server):
         """Acceptance rate, accepted and retained characters and latency, as a table."""
         settings = load_settings()
-        data = _get(settings, server, "/v1/metrics/acceptance", by=by, since=since and since.isoformat())
+        data = get_json(settings, server, "/v1/metrics/acceptance", by=by, since=since and since.isoformat())
         if data is None:
             from feedback import queries
 
@@ -147,7 +121,7 @@ def register(cli: click.Group, load_settings) -> None:
     def logs(count, offset, adapter, user, as_json, server):
         """Recent completions with their outcomes, newest first (like `llm logs`)."""
         settings = load_settings()
-        data = _get(settings, server, "/v1/logs", limit=count, offset=offset, adapter=adapter, user=user)
+        data = get_json(settings, server, "/v1/logs", limit=count, offset=offset, adapter=adapter, user=user)
         if data is None:
             from feedback import queries
 
@@ -179,7 +153,7 @@ def register(cli: click.Group, load_settings) -> None:
             rows = export_file(settings.telemetry_db, out, since)
             click.echo(f"wrote {rows} completions to {out} (read {settings.telemetry_db} directly)")
             return
-        _raise_for(r)
+        raise_for(r)
         out.write_bytes(r.content)
         click.echo(f"wrote {out} ({len(r.content)} bytes) from {url}")
 
@@ -203,7 +177,7 @@ def register(cli: click.Group, load_settings) -> None:
             if r.status_code == 404 and "no telemetry recorded" in r.text:
                 data, where = {"completions": 0, "events": 0}, f"through {url}"
             else:
-                _raise_for(r)
+                raise_for(r)
                 data, where = r.json(), f"through {url}"
         from feedback import copies
 
@@ -240,7 +214,7 @@ def register(cli: click.Group, load_settings) -> None:
                 raise click.BadParameter(f"{arm!r}: expected ADAPTER=WEIGHT", param_hint="--arm") from None
         settings = load_settings()
         body = {"name": name, "arms": weights, "control": control, "alpha": alpha}
-        click.echo(json.dumps(_post(settings, server, "/v1/experiments", body), indent=2))
+        click.echo(json.dumps(post_json(settings, server, "/v1/experiments", body), indent=2))
 
     @experiment.command("report")
     @click.argument("experiment_id")
@@ -248,7 +222,7 @@ def register(cli: click.Group, load_settings) -> None:
     def experiment_report(experiment_id, server):
         """Per-arm counts, rates with 95 % Wilson intervals, z-test and sequential decision."""
         settings = load_settings()
-        data = _get(settings, server, f"/v1/experiments/{experiment_id}")
+        data = get_json(settings, server, f"/v1/experiments/{experiment_id}")
         if data is None:
             click.echo(f"codeloop: {settings.server(server).unreachable()}", err=True)
             sys.exit(2)
@@ -260,19 +234,8 @@ def register(cli: click.Group, load_settings) -> None:
     @server_option
     def experiment_stop(experiment_id, promote, server):
         """Stop an experiment, optionally promoting an arm."""
-        data = _post(load_settings(), server, f"/v1/experiments/{experiment_id}/stop", {"promote": promote})
+        data = post_json(load_settings(), server, f"/v1/experiments/{experiment_id}/stop", {"promote": promote})
         click.echo(f"stopped {data['id']}" + (f"; live adapter is now {data['winner']}" if data.get("winner") else ""))
-
-
-def _post(settings: Settings, server: str | None, path: str, body: dict) -> dict:
-    where = settings.server(server)
-    try:
-        r = httpx.post(where.url + path, json=body, headers=auth_headers(settings), timeout=60)
-    except httpx.TransportError:
-        click.echo(f"codeloop: {where.unreachable()}", err=True)
-        sys.exit(2)
-    _raise_for(r)
-    return r.json()
 
 
 def _format_log(row: dict) -> str:

@@ -34,6 +34,9 @@ def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callabl
             cfg.train.max_minutes = max_minutes
         if not repos and not resume:
             _fail("give at least one --repo PATH (a git repository), or --resume RUN_ID")
+        for repo in repos:  # before a run folder is made for nothing
+            if not (Path(repo) / ".git").exists() and not (Path(repo) / "HEAD").is_file():
+                _fail(f"--repo {repo}: not a git repository (no {Path(repo) / '.git'})")
         run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S")
         if resume and not (settings.data_dir / "runs" / resume).is_dir():
             _fail(f"no run {resume!r} under {settings.data_dir / 'runs'}")

@@ -156,3 +156,11 @@ def test_vllm_remote_without_urls_is_refused_by_name(tmp_path):
     env.pop("CODELOOP_VLLM_URLS", None)
     proc = subprocess.run([sys.executable, "-m", "codeloop.cli", "settings"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "vllm_urls" in proc.stderr and "vllm serve" in proc.stderr
+
+
+def test_train_on_a_folder_that_is_not_a_repository_fails_before_making_a_run(clean_env, tmp_path):
+    data = tmp_path / "data"
+    for repo in (tmp_path / "nonexistent", tmp_path):  # missing, and a folder without .git
+        result = run_cli("train", "--repo", str(repo), env={"CODELOOP_DATA_DIR": str(data)})
+        assert result.returncode == 2 and f"--repo {repo}: not a git repository" in result.stderr
+    assert not (data / "runs").exists()
