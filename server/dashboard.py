@@ -35,7 +35,8 @@ PAGE = """<!doctype html>
     <span class="muted">&middot; refreshes every {refresh} s</span></div>
   <form id="token-form" hidden><label>This server needs an API token:
     <input id="token" type="password" autocomplete="off" placeholder="Bearer token"></label>
-    <button type="submit">Use token</button></form>
+    <button type="submit">Use token</button>
+    <p id="token-reason" class="muted"></p></form>
 </header>
 <main id="app" data-refresh-s="{refresh}">
   <section id="kpis" class="kpis" aria-label="totals"></section>

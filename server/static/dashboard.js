@@ -480,8 +480,10 @@
     }
   }
 
-  function needsToken(data) {
-    return [data.adapters, data.byAdapter, data.experiments].some((r) => r.error && r.error.status === 401);
+  // The server's 401 when auth is on and this page has no (valid) token, else null.
+  function tokenRefusal(data) {
+    const refused = [data.adapters, data.byAdapter, data.experiments].find((r) => r.error && r.error.status === 401);
+    return refused ? refused.error : null;
   }
 
   async function refresh() {
@@ -491,8 +493,12 @@
     try {
       const data = await fetchAll();
       last = data;
-      document.getElementById("token-form").hidden = !needsToken(data);
-      render(data);
+      // Without a token there is nothing to show but the prompt: no red panels, no zero counters.
+      const refusal = tokenRefusal(data);
+      document.getElementById("token-form").hidden = !refusal;
+      document.getElementById("token-reason").textContent = refusal ? refusal.message : "";
+      document.getElementById("app").hidden = Boolean(refusal);
+      if (!refusal) render(data);
       const now = new Date();
       document.getElementById("updated").textContent = `Updated ${now.toLocaleTimeString("en-GB")}`;
       document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);

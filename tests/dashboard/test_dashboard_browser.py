@@ -321,10 +321,12 @@ def test_with_auth_on_the_page_asks_for_a_token_then_shows_the_data(empty, brows
         page.wait_for_selector("#token-form:not([hidden])", timeout=30_000)
         assert "needs `Authorization: Bearer <token>`" in page.inner_text("body")  # the server's 401, shown
         assert page.query_selector('[data-mark="adapter-row"]') is None  # nothing fetched without a token
+        # One prompt, not every panel red with the refusal and counters at zero.
+        assert page.is_hidden("#app") and page.inner_text("body").count("Authorization: Bearer") == 1
         page.fill("#token", token)
         page.click("#token-form button[type=submit]")
         page.wait_for_selector('[data-mark="adapter-row"]', timeout=30_000)
-        assert page.is_hidden("#token-form")
+        assert page.is_hidden("#token-form") and page.is_visible("#app")
         assert page.evaluate("() => localStorage.getItem('codeloop.token')") == token
         page.screenshot(path=str(ARTIFACTS / "dashboard-token.png"), full_page=True)
     finally:
