@@ -121,6 +121,18 @@ def test_impossible_events_are_refused_and_nothing_of_the_batch_is_stored(server
     assert by_language(server, lang)["shown"] == 0  # the good event of the batch was not stored either
 
 
+def test_a_refused_batch_names_each_bad_event(server):
+    good = {"completion_id": "cmpl-x", "kind": "shown"}
+    for body in ({"events": [good, {**good, "kind": "liked"}, {"kind": "shown"}]}, [good, {**good, "kind": "liked"}, {"kind": "shown"}]):
+        r = events(server, body)
+        assert r.status_code == 422
+        error = r.json()["error"]
+        assert "events[1].kind: Input should be 'shown'" in error and "events[2].completion_id: Field required" in error
+        assert "events[0]" not in error
+    one = events(server, {"kind": "shown"})
+    assert one.status_code == 422 and one.json()["error"] == "completion_id: Field required"
+
+
 def test_batch_limits_and_shapes(server):
     assert events(server, []).status_code == 422
     too_many = [{"completion_id": "x", "kind": "shown"}] * 1001
