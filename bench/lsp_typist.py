@@ -287,7 +287,7 @@ def _items(result) -> list:
 
 async def run_mode(name: str, url: str, script: Script, options: dict, editor_cancels: bool, budget_s: float,
                    drain_s: float, data_dir: Path, lsp_log_level: str) -> ModeResult:
-    env = {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_CONFIG": str(data_dir / "absent.toml"),
+    env = {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_CONFIG": os.devnull,
            "CODELOOP_LOG_LEVEL": lsp_log_level}
     data_dir.mkdir(parents=True, exist_ok=True)
     if await asyncio.to_thread(barrier, url, 300) is None:

@@ -229,6 +229,11 @@ class SettingsError(Exception):
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning validation errors into one readable message per bad setting."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    named = os.environ.get(ENV_PREFIX + "CONFIG")
+    if named and (not Path(named).exists() or Path(named).is_dir()):
+        # A typo in the path would otherwise run everything on defaults without a word.
+        raise SettingsError(f"CODELOOP_CONFIG={named}: no such file; create it (it may be empty), "
+                            "or unset CODELOOP_CONFIG to read ./codeloop.toml when there is one")
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -81,6 +81,7 @@ def start_server(model_dir: Path, data_dir: Path, *, env: dict | None = None, ti
     "up" for what `make run` starts (its banner goes to the log too)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "codeloop.toml").touch()  # CODELOOP_CONFIG must name a file that exists (a test may fill it)
     log_path = data_dir / "server.log"
     full_env = {
         **os.environ,

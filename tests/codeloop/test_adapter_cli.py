@@ -13,7 +13,7 @@ from tests.conftest import install_adapter
 
 def cli(server, *args: str) -> subprocess.CompletedProcess:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CODELOOP_")},
-           "CODELOOP_DATA_DIR": str(server.data_dir), "CODELOOP_CONFIG": str(server.data_dir / "none.toml")}
+           "CODELOOP_DATA_DIR": str(server.data_dir), "CODELOOP_CONFIG": os.devnull}
     return subprocess.run([sys.executable, "-m", "codeloop.cli", "adapter", *args], capture_output=True, text=True,
                           env=env, timeout=300)
 

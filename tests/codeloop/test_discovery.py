@@ -30,7 +30,7 @@ def test_stats_finds_a_server_on_another_port(server):
     assert recorded == {"url": server.url, "pid": server.proc.pid}
     assert not server.url.endswith(":8000")
     done = cli("stats", "--json", env={"CODELOOP_DATA_DIR": str(server.data_dir),
-                                       "CODELOOP_CONFIG": str(server.data_dir / "none.toml")})
+                                       "CODELOOP_CONFIG": os.devnull})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["by"] == "adapter"
 
@@ -39,7 +39,7 @@ def test_a_dead_servers_record_is_ignored_and_the_error_says_where_it_looked(tmp
     port = free_port()
     (tmp_path / SERVER_FILE).write_text(json.dumps({"url": "http://127.0.0.1:1", "pid": dead_pid()}))
     done = cli("stats", env={"CODELOOP_DATA_DIR": str(tmp_path), "CODELOOP_PORT": str(port),
-                             "CODELOOP_CONFIG": str(tmp_path / "none.toml")})
+                             "CODELOOP_CONFIG": os.devnull})
     assert done.returncode == 2
     assert f"no codeloop server answers at http://127.0.0.1:{port}" in done.stderr
     assert f"no running server recorded in {tmp_path / SERVER_FILE}" in done.stderr
@@ -50,7 +50,7 @@ def test_a_dead_servers_record_is_ignored_and_the_error_says_where_it_looked(tmp
 def test_experiment_report_names_the_url_it_tried(tmp_path):
     port = free_port()
     done = cli("experiment", "report", "x", "--server", f"http://127.0.0.1:{port}",
-               env={"CODELOOP_DATA_DIR": str(tmp_path), "CODELOOP_CONFIG": str(tmp_path / "none.toml")})
+               env={"CODELOOP_DATA_DIR": str(tmp_path), "CODELOOP_CONFIG": os.devnull})
     assert done.returncode == 2
     assert f"no codeloop server answers at http://127.0.0.1:{port} (--server)" in done.stderr
 

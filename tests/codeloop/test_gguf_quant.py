@@ -24,7 +24,7 @@ def prepared(model_dir, tmp_path_factory):
     data = tmp_path_factory.mktemp("q8-data")
     linked = linked_model_dir(model_dir, data / "models", DEFAULT_MODEL_NAME)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODELOOP_")}  # every setting at its default
-    env |= {"CODELOOP_DATA_DIR": str(data), "CODELOOP_CONFIG": str(data / "codeloop.toml")}
+    env |= {"CODELOOP_DATA_DIR": str(data), "CODELOOP_CONFIG": os.devnull}
     done = subprocess.run([sys.executable, "-m", "codeloop.cli", "model", "prepare"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -59,11 +60,10 @@ def test_configured_folder_must_be_a_model(tmp_path):
 
 
 def test_model_prepare_checks_a_configured_folder(model_dir, tmp_path):
-    import os
     import subprocess
     import sys
 
-    env = {**os.environ, "CODELOOP_CONFIG": str(tmp_path / "none.toml"), "CODELOOP_DATA_DIR": str(tmp_path)}
+    env = {**os.environ, "CODELOOP_CONFIG": os.devnull, "CODELOOP_DATA_DIR": str(tmp_path)}
     ok = subprocess.run([sys.executable, "-m", "codeloop.cli", "model", "prepare", "--model", str(model_dir)],
                         capture_output=True, text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr

@@ -17,6 +17,7 @@ def clean_env(monkeypatch, tmp_path):
     for key in list(os.environ):
         if key.startswith("CODELOOP_"):
             monkeypatch.delenv(key)
+    (tmp_path / "codeloop.toml").touch()  # an empty file: CODELOOP_CONFIG must name one that exists
     monkeypatch.setenv("CODELOOP_CONFIG", str(tmp_path / "codeloop.toml"))
     return tmp_path
 
@@ -65,6 +66,15 @@ def test_bad_setting_is_named(clean_env, monkeypatch, source, name):
     assert where in str(err.value)
 
 
+def test_a_config_file_that_does_not_exist_is_an_error(clean_env, monkeypatch):
+    missing = clean_env / "codeloop.tmol"
+    monkeypatch.setenv("CODELOOP_CONFIG", str(missing))
+    with pytest.raises(SettingsError, match=f"CODELOOP_CONFIG={missing}: no such file"):
+        load_settings()
+    result = run_cli("settings", env={"CODELOOP_CONFIG": str(missing)})
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
 def test_broken_toml_is_reported(clean_env):
     (clean_env / "codeloop.toml").write_text("port = = 3\n")
     with pytest.raises(SettingsError, match="cannot read settings"):
@@ -72,7 +82,7 @@ def test_broken_toml_is_reported(clean_env):
 
 
 def test_cli_bad_setting_exits_2_with_the_name(clean_env):
-    result = run_cli("serve", env={"CODELOOP_PORT": "70000", "CODELOOP_CONFIG": str(clean_env / "x.toml")})
+    result = run_cli("serve", env={"CODELOOP_PORT": "70000", "CODELOOP_CONFIG": os.devnull})
     assert result.returncode == 2
     assert "invalid setting 'port' (from CODELOOP_PORT)" in result.stderr
 
@@ -152,7 +162,7 @@ def test_vllm_remote_without_urls_is_refused_by_name(tmp_path):
     import subprocess
     import sys
 
-    env = {**__import__("os").environ, "CODELOOP_ENGINE": "vllm-remote", "CODELOOP_CONFIG": str(tmp_path / "none.toml")}
+    env = {**__import__("os").environ, "CODELOOP_ENGINE": "vllm-remote", "CODELOOP_CONFIG": os.devnull}
     env.pop("CODELOOP_VLLM_URLS", None)
     proc = subprocess.run([sys.executable, "-m", "codeloop.cli", "settings"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "vllm_urls" in proc.stderr and "vllm serve" in proc.stderr

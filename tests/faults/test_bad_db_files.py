@@ -17,7 +17,7 @@ from tests.faults.conftest import file_digest, remount_read_only
 
 def serve(data_dir: Path, model_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_MODEL": str(model_dir),
-           "CODELOOP_CONFIG": str(tmp_path / "absent.toml"), "CODELOOP_PORT": "9"}  # never bound: it must exit first
+           "CODELOOP_CONFIG": os.devnull, "CODELOOP_PORT": "9"}  # never bound: it must exit first
     return subprocess.run([sys.executable, "-m", "codeloop.cli", "serve"], env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -23,7 +23,7 @@ FAST = {"debounceMs": 0, "eventFlushMs": 20, "retentionSeconds": [1, 2], "maxTok
 
 def lsp_env(data_dir: Path) -> dict:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_CONFIG": str(data_dir / "absent.toml"),
+    return {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_CONFIG": os.devnull,
             "CODELOOP_LOG_LEVEL": "info"}
 
 

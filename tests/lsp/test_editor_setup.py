@@ -33,7 +33,7 @@ def test_the_neovim_set_up_starts_the_language_server_and_completes(server, tmp_
     init = tmp_path / "init.lua"
     init.write_text(render("neovim", codeloop_command(), server.url))
     data, result_path = tmp_path / "lsp data", tmp_path / "result.json"
-    env = {**os.environ, "CODELOOP_DATA_DIR": str(data), "CODELOOP_CONFIG": str(data / "absent.toml"),
+    env = {**os.environ, "CODELOOP_DATA_DIR": str(data), "CODELOOP_CONFIG": os.devnull,
            "CODELOOP_LSP_DATA": str(data), "CODELOOP_RESULT": str(result_path),
            **{var: str(tmp_path / "xdg" / var.lower()) for var in ("XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")}}
     proc = subprocess.run([shutil.which("nvim"), "--headless", "-u", str(init), "-i", "NONE", "-c", f"luafile {PROBE}"],

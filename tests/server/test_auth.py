@@ -20,7 +20,7 @@ RATE_PER_MINUTE, BURST = 1, 3  # refills one request a minute: a slow machine ca
 
 def cli(data_dir, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "codeloop.cli", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "CODELOOP_CONFIG": "/nonexistent.toml", "CODELOOP_DATA_DIR": str(data_dir), **(env or {})})
+                          env={**os.environ, "CODELOOP_CONFIG": os.devnull, "CODELOOP_DATA_DIR": str(data_dir), **(env or {})})
 
 
 def new_token(data_dir, user: str, admin: bool = False) -> str:

@@ -90,7 +90,7 @@ def test_settings_take_auto_as_the_default_and_with_a_gguf_model(monkeypatch, tm
     for key in list(os.environ):
         if key.startswith("CODELOOP_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("CODELOOP_CONFIG", str(tmp_path / "codeloop.toml"))
+    monkeypatch.setenv("CODELOOP_CONFIG", os.devnull)
     assert load_settings().engine == "auto"
     assert load_settings(model=str(gguf_path())).engine == "auto"
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 def cli(data_dir: Path, *args: str, port: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CODELOOP_CONFIG": "/nonexistent.toml", "CODELOOP_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "CODELOOP_CONFIG": os.devnull, "CODELOOP_DATA_DIR": str(data_dir)}
     if port:
         env["CODELOOP_PORT"] = port
     return subprocess.run([sys.executable, "-m", "codeloop.cli", *args], capture_output=True, text=True, env=env, timeout=300)

@@ -27,7 +27,7 @@ def ask(server, user: str | None, **extra) -> dict:
 
 
 def cli(server, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CODELOOP_CONFIG": "/nonexistent.toml"}
+    env = {**os.environ, "CODELOOP_CONFIG": os.devnull}
     return subprocess.run([sys.executable, "-m", "codeloop.cli", *args, "--server", server.url],
                           capture_output=True, text=True, env=env, timeout=120)
 

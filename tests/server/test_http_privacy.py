@@ -45,7 +45,7 @@ def shown_and_accepted(server, cid: str, at: datetime) -> None:
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "codeloop.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "CODELOOP_CONFIG": "/nonexistent.toml", **(env or {})}, timeout=120)
+                          env={**os.environ, "CODELOOP_CONFIG": os.devnull, **(env or {})}, timeout=120)
 
 
 def test_a_planted_token_is_stored_scrubbed_and_counted(server):

@@ -192,7 +192,7 @@ def test_sigterm_flushes_and_store_code_off_keeps_no_code(model_dir, tmp_path):
         assert prefix_chars == len("def secret_0(x):\n") and len(sha) == 64 and text_chars is not None
 
     # With the server stopped the CLI reads the file itself.
-    env = {"CODELOOP_DATA_DIR": str(data), "CODELOOP_PORT": "9", "CODELOOP_CONFIG": str(tmp_path / "none.toml")}
+    env = {"CODELOOP_DATA_DIR": str(data), "CODELOOP_PORT": "9", "CODELOOP_CONFIG": os.devnull}
     stats = cli("stats", "--by", "language", env=env)
     assert stats.returncode == 0, stats.stderr
     assert "python" in stats.stdout and "100.0%" not in stats.stdout
@@ -241,7 +241,7 @@ def test_stats_and_logs_commands_talk_to_the_running_server(server):
     made = completion(server, lang)
     events(server, [{"completion_id": made["id"], "kind": "shown", "at": at()},
                     {"completion_id": made["id"], "kind": "accepted", "at": at(1)}]).raise_for_status()
-    env = {"CODELOOP_CONFIG": "/nonexistent.toml"}
+    env = {"CODELOOP_CONFIG": os.devnull}
     stats = cli("stats", "--by", "language", "--server", server.url, env=env)
     assert stats.returncode == 0, stats.stderr
     (line,) = [ln for ln in stats.stdout.splitlines() if ln.startswith(lang)]

@@ -346,7 +346,7 @@ def settings_env(monkeypatch, tmp_path):
     for key in list(os.environ):
         if key.startswith("CODELOOP_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("CODELOOP_CONFIG", str(tmp_path / "codeloop.toml"))
+    monkeypatch.setenv("CODELOOP_CONFIG", os.devnull)
     monkeypatch.setenv("CODELOOP_DATA_DIR", str(tmp_path))
 
 

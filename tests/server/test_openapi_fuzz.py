@@ -34,7 +34,7 @@ CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conform
 
 def create_token(data_dir: Path, user: str, admin: bool = False) -> str:
     """`codeloop token create`: the new token alone on stdout."""
-    env = {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_CONFIG": str(data_dir / "codeloop.toml")}
+    env = {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_CONFIG": os.devnull}
     args = [sys.executable, "-m", "codeloop.cli", "token", "create", "--user", user, *(["--admin"] if admin else [])]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -149,7 +149,7 @@ def workbench(prerequisites, model_dir, tmp_path_factory):
 
         port = free_port()
         log_path = root / "code-server.log"
-        env = {**os.environ, "CODELOOP_DATA_DIR": str(root / "lsp-data"), "CODELOOP_CONFIG": str(root / "absent.toml"),
+        env = {**os.environ, "CODELOOP_DATA_DIR": str(root / "lsp-data"), "CODELOOP_CONFIG": os.devnull,
                "CODELOOP_LOG_LEVEL": "info"}  # fmt: skip
         with open(log_path, "wb") as log:
             # Its own process group: stopping it stops the extension host and `codeloop lsp` too.

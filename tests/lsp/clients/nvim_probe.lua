@@ -50,7 +50,7 @@ local function main()
     cmd = { python, "-m", "codeloop.cli", "lsp", "--server", url },
     cmd_env = {
       CODELOOP_DATA_DIR = data,
-      CODELOOP_CONFIG = data .. "/absent.toml",
+      CODELOOP_CONFIG = "/dev/null",
       CODELOOP_LOG_LEVEL = "info",
     },
     root_dir = data,

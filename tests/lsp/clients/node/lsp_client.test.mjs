@@ -50,7 +50,7 @@ test("codeloop lsp over stdio: inline completion, accept, invalid position", { t
   mkdirSync(data, { recursive: true });
 
   const child = spawn(python, ["-m", "codeloop.cli", "lsp", "--server", serverUrl], {
-    env: { ...process.env, CODELOOP_DATA_DIR: data, CODELOOP_CONFIG: join(data, "absent.toml"), CODELOOP_LOG_LEVEL: "info" },
+    env: { ...process.env, CODELOOP_DATA_DIR: data, CODELOOP_CONFIG: "/dev/null", CODELOOP_LOG_LEVEL: "info" },
     stdio: ["pipe", "pipe", "pipe"],
   });
   let stderr = "";
