@@ -43,9 +43,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	@# Debian packages, each only if missing: Chromium for the dashboard's browser test (playwright
 	@# drives it; it never downloads a browser), Neovim and Node/npm for the real LSP clients
-	@# (tests/lsp/test_editors.py).
+	@# (tests/lsp/test_editors.py), Emacs with eglot for the README's Emacs set-up
+	@# (tests/lsp/test_editor_setup.py).
 	missing=; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v nvim >/dev/null || missing="$$missing neovim"; \
+	command -v emacs >/dev/null && [ -d /usr/share/emacs/site-lisp/elpa-src ] && ls /usr/share/emacs/site-lisp/elpa-src | grep -q '^eglot' \
+	  || missing="$$missing emacs-nox elpa-eglot"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; }
