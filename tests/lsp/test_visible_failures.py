@@ -52,3 +52,16 @@ async def test_max_tokens_over_the_servers_limit_is_clamped_and_said(server, lsp
         await told(client, f"maxTokens {limit + 488} is over the server's limit of {limit}; asking for {limit}")
         row = logged_row(server.url, lambda r: r["prefix"] == code)
     assert row["completion_tokens"] <= limit  # asked and answered, not refused with a 422
+
+
+async def test_a_refused_request_is_told_once_with_the_servers_reason(server, lsp_data):
+    """A 422 used to reach stderr only. Here the server refuses every request: the pseudonym
+    is longer than the 200 characters it accepts."""
+    async with lsp_session(server.url, lsp_data, {"user": "u" * 300}) as client:
+        open_doc(client, "file:///work/refused/a.py", "def add(a, b):\n    return")
+        for _ in range(2):
+            assert not (await inline(client, "file:///work/refused/a.py", 1, 10)).items
+        message = await told(client, "refused the request (HTTP 422)")
+        assert server.url in message and "user" in message and "200" in message
+        await asyncio.sleep(0.5)
+        assert sum("HTTP 422" in m.message for m in client.messages) == 1
