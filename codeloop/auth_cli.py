@@ -35,6 +35,7 @@ def register(cli: click.Group, load_settings) -> None:
         click.echo(f"created {role} token {record.id} for {user!r} in {path}; it is shown only once", err=True)
         if first:
             click.echo("auth is now ON: every /v1 request needs a token (`Authorization: Bearer …`)", err=True)
+            click.echo(_server_auth_state(load_settings()), err=True)
 
     @token.command("list")
     @click.option("--json", "as_json", is_flag=True, help="print JSON (never the tokens themselves)")
@@ -62,6 +63,28 @@ def register(cli: click.Group, load_settings) -> None:
         except TokenError as exc:
             _fail(str(exc))
         click.echo(f"revoked token {record.id} of {record.user!r}")
+
+
+def _server_auth_state(settings) -> str:
+    """Whether the running server (if any) already refuses requests without a token: it
+    re-reads the token file within a second, unless it uses another file."""
+    import time
+
+    import httpx
+
+    where = settings.server()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            status = httpx.get(where.url + "/v1/adapters", timeout=5).status_code
+        except httpx.TransportError:
+            return f"no server answers at {where.url} now; a server started with this data_dir will need tokens"
+        if status == 401:
+            return f"checked: the server at {where.url} now refuses requests without a token"
+        if time.monotonic() > deadline:
+            return (f"WARNING: the server at {where.url} still answers without a token (HTTP {status}): it reads "
+                    "another token file (its auth_tokens_file or data_dir differs from this command's)")
+        time.sleep(0.3)
 
 
 def _read(path):

@@ -1,6 +1,7 @@
 """`codeloop train` and `codeloop refresh`: wiring Settings to trainer/ (the work is there)."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from datetime import datetime
@@ -37,6 +38,8 @@ def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callabl
         for repo in repos:  # before a run folder is made for nothing
             if not (Path(repo) / ".git").exists() and not (Path(repo) / "HEAD").is_file():
                 _fail(f"--repo {repo}: not a git repository (no {Path(repo) / '.git'})")
+        if resume and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", resume):
+            _fail(f"--resume {resume!r}: a run id is the name of a folder under data_dir/runs (letters, digits, . _ -)")
         run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S")
         if resume and not (settings.data_dir / "runs" / resume).is_dir():
             _fail(f"no run {resume!r} under {settings.data_dir / 'runs'}")

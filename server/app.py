@@ -123,6 +123,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             "uses_suffix": template.supports_suffix,
             **({"notes": [PREFIX_ONLY_NOTE]} if not template.supports_suffix else {}),
             "max_tokens_limit": settings.max_tokens_limit,
+            "auth": request.app.state.tokens.enabled,  # whether /v1 routes need a token
             **({"replicas": replicas} if replicas is not None else {}),
             "telemetry": writer_status,
             "uptime_s": round(time.time() - app.state.started_at, 1),

@@ -36,6 +36,8 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
         raise HTTPException(401, "this server needs `Authorization: Bearer <token>`; ask its operator for a token "
                                  "(`codeloop token create --user NAME`)", headers=_CHALLENGE)
     principal = store.check(credentials.credentials)
+    if principal is None and store.problem:
+        raise HTTPException(401, f"no token is valid now: {store.problem}", headers=_CHALLENGE)
     if principal is None:
         raise HTTPException(401, "the token is not valid (unknown or revoked)", headers=_CHALLENGE)
     request.state.principal = principal

@@ -7,6 +7,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+# Every stop string is looked for after every token: bounded, like the rest of a request.
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
+
+
 class Segments(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prefix: str = Field(..., description="text before the cursor")
@@ -34,7 +38,8 @@ class CompletionRequest(BaseModel):
                     "(finish_reason 'length'); editors set it for automatic triggers")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: list[str] | str | None = None
+    stop: list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]] | Annotated[str, Field(max_length=MAX_STOP_CHARS)] | None = Field(
+        None, description=f"at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_CHARS} characters")
     seed: int | None = None
     user: str | None = Field(None, max_length=200, description="a stable pseudonym of the person typing (A/B assignment)")
     client: str | None = Field(None, max_length=100, description="the editor and plugin, e.g. 'vscode/1.100 codeloop/0.1'")
@@ -51,6 +56,8 @@ class CompletionRequest(BaseModel):
             raise ValueError("give either 'segments' {prefix, suffix, ...} or 'prompt' (OpenAI form), not both or neither")
         if self.segments is not None and self.suffix is not None:
             raise ValueError("'suffix' belongs inside 'segments' in the segments form")
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_STRINGS:
+            raise ValueError(f"'stop' takes at most {MAX_STOP_STRINGS} strings (got {len(self.stop)})")
         if self.adapter and self.model and self.adapter != self.model:
             raise ValueError("'adapter' and 'model' name different adapters; give one")
         return self

@@ -66,7 +66,10 @@ def read_tokens(path: Path) -> list[TokenRecord]:
         raise TokenError(f"cannot read the token file {path}: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("tokens"), list):
         raise TokenError(f"{path} is not a codeloop token file (no 'tokens' list)")
-    return [TokenRecord(**t) for t in raw["tokens"]]
+    try:
+        return [TokenRecord(**t) for t in raw["tokens"]]
+    except TypeError as exc:  # an unknown or missing field: say which file, not a 500 per request
+        raise TokenError(f"{path} has a token entry codeloop cannot read ({exc}); fix or remove that entry") from None
 
 
 def _write_tokens(path: Path, tokens: list[TokenRecord]) -> None:
@@ -126,6 +129,7 @@ class TokenStore:
         self._stamp: tuple | None = None
         self._checked = 0.0
         self._enabled = False
+        self.problem: str | None = None  # why the token file cannot be read, when it cannot
         self._refresh(force=True)
 
     def _refresh(self, force: bool = False) -> None:
@@ -141,10 +145,12 @@ class TokenStore:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
+        self.problem = None
         try:
             tokens = read_tokens(self.path)
-        except TokenError:
-            tokens = []  # a broken file lets nobody in; `codeloop token list` says what is wrong
+        except TokenError as exc:
+            tokens = []  # a broken file lets nobody in; the 401 and `codeloop token list` say why
+            self.problem = str(exc)
         self._enabled = True
         self._by_digest = {t.sha256: t for t in tokens if t.active}
         self._stamp = stamp

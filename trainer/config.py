@@ -79,6 +79,9 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.05, ge=0, lt=1)
     # Attention and MLP: the MLP holds what a model knows about names and APIs.
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    # LoRA on the last N transformer layers only (0 = all): backward then stops N layers
+    # from the top, so a CPU step costs less and a time budget reads more of the repository.
+    top_layers: int = Field(0, ge=0)
     lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)

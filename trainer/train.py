@@ -79,8 +79,17 @@ def load_model(model_dir: Path, config: TrainConfig) -> Any:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM",
+                      layers_to_transform=_top_layers(model.config, config.top_layers))
     return get_peft_model(model, lora)
+
+
+def _top_layers(model_config: Any, top: int) -> list[int] | None:
+    """The indices of the last ``top`` layers, or None (every layer) for 0 or more than exist."""
+    count = int(getattr(model_config, "num_hidden_layers", 0) or 0)
+    if top <= 0 or count == 0 or top >= count:
+        return None
+    return list(range(count - top, count))
 
 
 def encode_examples(examples: Sequence[Example], tokenizer: Any, template: Any, data: DataConfig) -> list[Encoded]:
@@ -203,7 +212,8 @@ def _resume(folder: Path, model: Any, optimizer: Any, schedule: Any, config: Tra
         return 0
     from peft import set_peft_model_state_dict
 
-    state = torch.load(state_file, weights_only=False)  # our own file, written above
+    # weights_only: tensors and plain data, never code, even from a run folder someone else wrote.
+    state = torch.load(state_file, weights_only=True)
     if state["config"] != _resumable(config):
         print("trainer: checkpoint was made with other settings; starting over", file=sys.stderr)
         return 0

@@ -3,6 +3,7 @@ with the real `codeloop token` CLI writing the token file it watches."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -60,8 +61,14 @@ def tokens(auth_server):
     """Creates the first tokens while the server runs: auth turns on without a restart."""
     assert "auth OFF" in auth_server.log() and "this machine only" in auth_server.log()
     assert complete(auth_server).status_code == 200  # no token file yet: open
-    made = {"alice": new_token(auth_server.data_dir, "alice"), "admin": new_token(auth_server.data_dir, "ops", admin=True)}
+    assert httpx.get(auth_server.url + "/healthz").json()["auth"] is False
+    first = cli(auth_server.data_dir, "token", "create", "--user", "alice")
+    assert first.returncode == 0, first.stderr
+    # The CLI found the running server (data_dir/server.json) and checked that it turned auth on.
+    assert f"checked: the server at {auth_server.url} now refuses requests without a token" in first.stderr
+    made = {"alice": first.stdout.strip(), "admin": new_token(auth_server.data_dir, "ops", admin=True)}
     eventually(lambda: complete(auth_server).status_code == 401)
+    assert httpx.get(auth_server.url + "/healthz").json()["auth"] is True
     return made
 
 
@@ -175,6 +182,21 @@ async def test_the_language_server_client_takes_429_as_no_suggestion_and_waits(a
         assert metric(auth_server.url, "codeloop_rate_limited_total") == before  # it did not ask again
     finally:
         await client.aclose()
+
+
+def test_a_token_file_with_an_unknown_field_is_a_clear_refusal_not_a_crash(tmp_path):
+    from server.tokens import TokenStore
+
+    secret = new_token(tmp_path, "carol")
+    path = tmp_path / "auth_tokens.json"
+    data = json.loads(path.read_text())
+    data["tokens"][0]["colour"] = "red"  # e.g. written by a newer codeloop
+    path.write_text(json.dumps(data))
+    store = TokenStore(path)
+    assert store.enabled and store.check(secret) is None  # fails closed
+    assert str(path) in store.problem and "colour" in store.problem
+    listed = cli(tmp_path, "token", "list")
+    assert listed.returncode == 2 and "cannot read" in listed.stderr and "Traceback" not in listed.stderr
 
 
 def test_token_cli_refuses_bad_input(tmp_path):

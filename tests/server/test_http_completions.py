@@ -192,6 +192,9 @@ def test_client_disconnect_stops_generation(server):
         ({"segments": {**FIB, "prefix": 12}}, 422, "prefix"),
         ({"segments": FIB, "colour": "blue"}, 422, "colour"),
         ({"segments": FIB, "adapter": "a@1", "model": "b@1"}, 422, "different adapters"),
+        ({"segments": FIB, "stop": ["x"] * 17}, 422, "at most 16 strings"),
+        ({"segments": FIB, "stop": ["x" * 257]}, 422, "stop"),
+        ({"segments": FIB, "stop": "x" * 257}, 422, "stop"),
     ],
 )
 def test_bad_requests_get_a_4xx_that_says_what_to_fix(server, body, status, needle):

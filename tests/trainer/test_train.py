@@ -50,6 +50,16 @@ def test_loss_falls_and_adapter_is_lora_only(tiny_model, tmp_path):
     assert template.name == "prefix-only"  # no FIM tokens: the format the model was pretrained on
 
 
+def test_top_layers_puts_lora_on_the_last_layers_only(tiny_model, tmp_path):
+    """trainer.train.top_layers: backward stops below them, so a CPU step is cheaper."""
+    tok, template = _setup(tiny_model)
+    config = TrainConfig(max_steps=2, lr=5e-3, batch_size=2, warmup_steps=1, rank=4, alpha=8, top_layers=1)
+    result = train_adapter(tiny_model, tok, template, _examples(), config, DataConfig(max_seq_tokens=64), tmp_path, progress=False)
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in _lora(Path(result.adapter_dir))}
+    assert layers == {1}  # the tiny model has layers 0 and 1
+    assert json.loads((Path(result.adapter_dir) / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+
+
 def test_time_budget_stops_and_resume_matches_uninterrupted(tiny_model, tmp_path):
     tok, template = _setup(tiny_model)
     data = DataConfig(max_seq_tokens=64)
