@@ -174,3 +174,9 @@ def test_train_on_a_folder_that_is_not_a_repository_fails_before_making_a_run(cl
         result = run_cli("train", "--repo", str(repo), env={"CODELOOP_DATA_DIR": str(data)})
         assert result.returncode == 2 and f"--repo {repo}: not a git repository" in result.stderr
     assert not (data / "runs").exists()
+
+
+def test_train_resume_takes_a_run_id_not_a_path(clean_env, tmp_path):
+    for bad in ("../../etc", "/tmp/run", ".hidden"):
+        result = run_cli("train", "--resume", bad, env={"CODELOOP_DATA_DIR": str(tmp_path / "data")})
+        assert result.returncode == 2 and "a run id is the name of a folder under data_dir/runs" in result.stderr
