@@ -76,6 +76,9 @@ def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_n
         pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
         hint = f" (found {', '.join(pickles)}: pickled weights are refused because loading them runs code)" if pickles else ""
         raise AdapterError(422, f"{folder} has no {WEIGHTS_FILE}{hint}")
+    links = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_symlink())
+    if links:  # a link could point anywhere, and change after the sha256 was taken
+        raise AdapterError(422, f"{folder} holds links ({', '.join(links[:5])}); copy the files in instead")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     if size > max_bytes:
         raise AdapterError(413, f"adapter folder is {size / 2**20:.0f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB (setting adapter_max_mb)")
@@ -87,12 +90,18 @@ def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_n
         raise AdapterError(422, f"only LoRA adapters are served; this one has peft_type={config.get('peft_type')!r}")
     if config.get("modules_to_save"):
         raise AdapterError(422, "adapters with modules_to_save are refused (vLLM cannot serve them); keep adapters LoRA-only")
+    _check_config_keys(config)
     base = str(config.get("base_model_name_or_path") or "")
     if not _same_model(base, model_name, model_dir):
         raise AdapterError(422, f"adapter was trained on {base!r}, but this server serves {model_name!r}")
     rank, targets = _check_lora_shape(config, limits)
     meta_file = folder / "codeloop.json"
-    metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    try:
+        metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise AdapterError(422, f"codeloop.json is not valid JSON: {exc}") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("fim_template", ""), (str, type(None))):
+        raise AdapterError(422, "codeloop.json must be an object whose fim_template, if any, is a template name")
     return AdapterRecord(
         name=name,
         path=str(folder),
@@ -104,6 +113,26 @@ def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_n
         fim_template=metadata.get("fim_template"),
         metadata=metadata,
     )
+
+
+# adapter_config.json keys that may hold a value; every other key must be empty (null, false,
+# {}, []), whatever PEFT version wrote it: e.g. layer_replication would rewrite the shared base
+# model's layers, trainable_token_indices its embeddings.
+_CONFIG_KEYS_WITH_VALUES = frozenset({
+    "peft_type", "task_type", "peft_version", "base_model_name_or_path", "revision", "r", "lora_alpha",
+    "lora_dropout", "target_modules", "exclude_modules", "rank_pattern", "alpha_pattern", "layers_to_transform",
+    "layers_pattern", "bias", "fan_in_fan_out", "inference_mode", "init_lora_weights", "use_rslora", "auto_mapping",
+    "megatron_core", "qalora_group_size", "ensure_weight_tying", "loftq_config",
+})
+
+
+def _check_config_keys(config: dict) -> None:
+    refused = sorted(k for k, v in config.items() if k not in _CONFIG_KEYS_WITH_VALUES and v not in (None, False, {}, [], ""))
+    if refused:
+        raise AdapterError(422, f"adapter_config.json sets {', '.join(refused)}: refused (only plain LoRA weights are "
+                                "served; these would change the shared base model or are not supported by every engine)")
+    if config.get("bias", "none") != "none":
+        raise AdapterError(422, "adapter_config.json: bias must be 'none' (trained biases would change the shared base model)")
 
 
 def _check_lora_shape(config: dict, limits: LoraLimits) -> tuple[int, list[str]]:

@@ -61,6 +61,33 @@ def test_outside_the_adapter_dir_even_through_a_link(tmp_path):
         assert err.value.status == 403
 
 
+def test_a_link_inside_the_folder_is_refused(tmp_path):
+    """The weights file may not be a link out of adapter_dir (it could change after hashing)."""
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    elsewhere.write_bytes(b"\0" * 64)
+    folder = make_folder(tmp_path / "adapters")
+    (folder / "adapter_model.safetensors").unlink()
+    (folder / "adapter_model.safetensors").symlink_to(elsewhere)
+    with pytest.raises(AdapterError, match="holds links .adapter_model.safetensors.") as err:
+        check(tmp_path / "adapters", folder)
+    assert err.value.status == 422
+
+
+def test_empty_values_of_other_keys_pass_as_peft_writes_them(tmp_path):
+    record = check(tmp_path, make_folder(tmp_path, layer_replication=None, use_dora=False, eva_config=None,
+                                         loftq_config={}, peft_version="0.21.2", bias="none"))
+    assert record.rank == 8
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"fim_template": 7}'])
+def test_a_malformed_codeloop_json_is_a_422(tmp_path, content):
+    folder = make_folder(tmp_path)
+    (folder / "codeloop.json").write_text(content)
+    with pytest.raises(AdapterError, match="codeloop.json") as err:
+        check(tmp_path, folder)
+    assert err.value.status == 422
+
+
 def test_pickled_weights_are_refused(tmp_path):
     folder = make_folder(tmp_path)
     (folder / "adapter_model.safetensors").unlink()
@@ -75,6 +102,10 @@ def test_pickled_weights_are_refused(tmp_path):
         ({"peft_type": "IA3"}, "only LoRA"),
         ({"base_model_name_or_path": "Qwen/Qwen2.5-Coder-1.5B"}, "trained on"),
         ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"layer_replication": [[0, 4], [2, 6]]}, "sets layer_replication: refused"),
+        ({"trainable_token_indices": [1, 2]}, "sets trainable_token_indices: refused"),
+        ({"use_dora": True}, "sets use_dora: refused"),
+        ({"bias": "all"}, "bias must be 'none'"),
     ],
 )
 def test_config_problems(tmp_path, config, message):
