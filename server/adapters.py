@@ -180,6 +180,9 @@ class AdapterRegistry:
         self.max_bytes = max_bytes
         self.records: dict[str, AdapterRecord] = {}
         self.live: str | None = None
+        # Names unloaded, with the sha256 of their weights: a name is an immutable version, so
+        # it never comes back with other weights (metrics and A/B reports are kept by name).
+        self.retired: dict[str, str] = {}
         self._lock = asyncio.Lock()  # one load/promote/unload at a time
 
     async def restore(self) -> list[str]:
@@ -187,6 +190,7 @@ class AdapterRegistry:
         if not self.state_file.is_file():
             return []
         state = json.loads(self.state_file.read_text())
+        self.retired = dict(state.get("retired", {}))
         problems = []
         for raw in state.get("adapters", []):
             record = AdapterRecord(**raw)
@@ -197,6 +201,7 @@ class AdapterRegistry:
                 await self.engine.load_adapter(record.name, folder)
             except (OSError, AdapterError, EngineError) as exc:
                 problems.append(f"adapter {record.name} not restored: {exc}")
+                self.retired.setdefault(record.name, record.sha256)  # the name stays its weights'
                 continue
             self.records[record.name] = record
         live = state.get("live")
@@ -206,7 +211,8 @@ class AdapterRegistry:
     def _save(self) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"live": self.live, "adapters": [asdict(r) for r in self.records.values()]}, indent=2))
+        tmp.write_text(json.dumps({"live": self.live, "adapters": [asdict(r) for r in self.records.values()],
+                                   "retired": self.retired}, indent=2))
         tmp.replace(self.state_file)
 
     def resolve(self, requested: str | None) -> str | None:
@@ -228,6 +234,10 @@ class AdapterRegistry:
                 name, path, adapters_dir=self.adapters_dir, model_name=self.engine.model_name,
                 model_dir=self.engine.model_dir, max_bytes=self.max_bytes, limits=getattr(self.engine, "lora_limits", LoraLimits()),
             )
+            if self.retired.get(name, record.sha256) != record.sha256:
+                raise AdapterError(409, f"adapter name {name!r} was used before for other weights (sha256 "
+                                        f"{self.retired[name][:12]}…); names are immutable versions: register these "
+                                        f"as '{_next_version(name)}'")
             try:
                 await self.engine.load_adapter(name, Path(record.path))
             except EngineUnavailable as exc:  # nothing wrong with the adapter: try again later
@@ -270,6 +280,7 @@ class AdapterRegistry:
             except EngineError:
                 self.records[name] = record
                 raise
+            self.retired[name] = record.sha256
             self._save()
 
 

@@ -89,6 +89,18 @@ def test_registration_refusals(server, make_adapter, tmp_path, loaded):
     assert 'codeloop_adapter_loads_total{result="refused"}' in metrics
 
 
+def test_a_name_never_comes_back_with_other_weights(server, make_adapter):
+    """After DELETE, name@N may be registered again only with the same weights."""
+    first = install_adapter(make_adapter(51), server.adapters_dir, "tomb-a")
+    other = install_adapter(make_adapter(52), server.adapters_dir, "tomb-b")
+    assert post(server, "/v1/adapters", {"name": "tomb@1", "path": str(first)}).status_code == 201
+    assert httpx.delete(server.url + "/v1/adapters/tomb@1").status_code == 200
+    refused = post(server, "/v1/adapters", {"name": "tomb@1", "path": str(other)})
+    assert refused.status_code == 409 and "used before for other weights" in refused.json()["error"]
+    assert post(server, "/v1/adapters", {"name": "tomb@1", "path": str(first)}).status_code == 201  # the same bytes: fine
+    assert httpx.delete(server.url + "/v1/adapters/tomb@1").status_code == 200
+
+
 def test_adapter_for_another_base_model_is_refused(server, make_adapter):
     folder = install_adapter(make_adapter(13), server.adapters_dir, "other-base")
     config_file = folder / "adapter_config.json"
@@ -144,5 +156,9 @@ def test_adapters_and_live_pointer_survive_a_restart(model_dir, make_adapter, tm
     try:
         assert httpx.get(third.url + "/v1/adapters").json()["adapters"] == []
         assert "sha256 differs" in third.log()
+        # ...and the name keeps meaning the weights it was registered with.
+        again = post(third, "/v1/adapters", {"name": "keep@1", "path": str(folder)})
+        assert again.status_code == 409 and "used before for other weights" in again.json()["error"]
+        assert "keep@2" in again.json()["error"]
     finally:
         third.stop()
