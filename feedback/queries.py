@@ -275,6 +275,16 @@ def arm_counts_by_day(con: duckdb.DuckDBPyConnection, experiment: str) -> list[A
                       for k, v in r.items()}) for r in rows]  # fmt: skip
 
 
+def completion_owners(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, str | None]:
+    """user_id of each known id; unknown ids are absent."""
+    if not ids:
+        return {}
+    rows = con.execute(
+        "SELECT id, user_id FROM completions WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(set(ids))]
+    ).fetchall()
+    return dict(rows)
+
+
 def completion_lengths(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, int | None]:
     """text_chars of each known id (None: stored without a length); unknown ids are absent."""
     if not ids:

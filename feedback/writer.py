@@ -67,7 +67,8 @@ class TelemetryWriter:
         # Recent completion id -> (text_chars, created_at): validates events for completions
         # still queued (an LSP reports "shown" within milliseconds) without a DB read, and
         # bounds the completion_outcomes update of a batch to the table's recent tail.
-        self._recent: OrderedDict[str, tuple[int | None, datetime]] = OrderedDict()
+        # Recent completions' (text_chars, created_at, user_id), for checking events against them.
+        self._recent: OrderedDict[str, tuple[int | None, datetime, str | None]] = OrderedDict()
         self._remember = remember
         self._written_completions = self._written_events = self._dropped_completions = 0
         self._last_error: str | None = None
@@ -120,7 +121,7 @@ class TelemetryWriter:
         with self._lock:  # remembered first: the writer thread may take the row at once
             known = cid in self._recent
             if not known:  # the database ignores a re-sent id, so its new created_at too
-                self._recent[cid] = (normalized["text_chars"], normalized["created_at"])
+                self._recent[cid] = (normalized["text_chars"], normalized["created_at"], normalized.get("user_id"))
                 if len(self._recent) > self._remember:
                     self._recent.popitem(last=False)
         if not self._queue.put(normalized):
@@ -206,6 +207,19 @@ class TelemetryWriter:
             cursor = self.reader()
             try:
                 found.update(queries.completion_lengths(cursor, missing))
+            finally:
+                cursor.close()
+        return found
+
+    def completion_owners(self, ids: list[str]) -> dict[str, str | None]:
+        """user_id of the known ids (queued or stored); unknown ids are absent."""
+        with self._lock:
+            found = {i: self._recent[i][2] for i in ids if i in self._recent}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            cursor = self.reader()
+            try:
+                found.update(queries.completion_owners(cursor, missing))
             finally:
                 cursor.close()
         return found

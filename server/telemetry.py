@@ -24,11 +24,13 @@ log = logging.getLogger("codeloop.telemetry")
 
 
 class EventError(Exception):
-    """Some events of a batch are impossible; nothing of the batch was stored."""
+    """Some events of a batch are impossible (`status` 422) or not the sender's to report
+    (403); nothing of the batch was stored."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], status: int = 422):
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.status = status
 
 
 class Telemetry:
@@ -92,6 +94,15 @@ class Telemetry:
             "finish_reason": resp.choices[0].finish_reason,
         }
 
+    def check_owner(self, events: list[Event], owner: str) -> None:
+        """EventError (403) naming the events about someone else's completions."""
+        owners = self.writer.completion_owners(list({e.completion_id for e in events}))
+        others = [f"events[{i}] ({e.kind} of {e.completion_id})" for i, e in enumerate(events)
+                  if owners.get(e.completion_id, owner) != owner]
+        if others:
+            raise EventError([f"{where}: that completion was made for another user; a token may report only "
+                              "what became of its own user's suggestions" for where in others], status=403)
+
     def validate(self, events: list[Event]) -> list[dict]:
         """Rows for the writer, or EventError naming every impossible event."""
         lengths = self.writer.completion_lengths(list({e.completion_id for e in events}))
@@ -121,10 +132,13 @@ class Telemetry:
             raise EventError(problems)
         return rows
 
-    async def record_events(self, events: list[Event]) -> int:
-        """Store the events; returns how many were new. Returns only once they are durable."""
+    async def record_events(self, events: list[Event], owner: str | None = None) -> int:
+        """Store the events; returns how many were new. Returns only once they are durable.
+        `owner`: with auth on, a user token's user: events only for that user's completions."""
         # An event may come before its completion is through the scrub thread: the writer
         # must have the completion first, both to check the event and to store it after.
         await self.settled({e.completion_id for e in events})
         rows = self.validate(events)
+        if owner is not None:
+            self.check_owner(events, owner)
         return await asyncio.wrap_future(self.writer.add_events(rows))

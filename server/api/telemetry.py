@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 
 from feedback import export, queries
 from feedback.writer import TelemetryWriteError
-from server.auth import ADMIN_RESPONSES, require_admin
+from server.auth import ADMIN_RESPONSES, principal_of, require_admin
 from server.completions import RequestError
 from server.schemas import (BODY_REFUSALS, MAX_EVENTS_PER_BATCH, WRITE_REFUSALS, Error, Event, EventBatch, EventsStored,
                             events_body_schema, refusals)
@@ -60,10 +60,13 @@ async def post_events(request: Request):
     events = parsed.events if isinstance(parsed, EventBatch) else parsed if isinstance(parsed, list) else [parsed]
     if not events or len(events) > MAX_EVENTS_PER_BATCH:
         raise RequestError(422, f"send 1 to {MAX_EVENTS_PER_BATCH} events per request (got {len(events)})")
+    principal = principal_of(request)
+    # A user token reports only its own suggestions' fate; an admin token (a relay) any.
+    owner = principal.user if principal is not None and not principal.admin else None
     try:
-        stored = await telemetry.record_events(events)
+        stored = await telemetry.record_events(events, owner)
     except EventError as exc:
-        raise RequestError(422, "nothing stored: " + str(exc)) from None
+        raise RequestError(exc.status, "nothing stored: " + str(exc)) from None
     except Exception as exc:  # the commit failed (disk full, I/O error): the client must retry
         return JSONResponse({"error": f"telemetry store unavailable, nothing stored; retry later ({exc})"}, status_code=503, headers={"Retry-After": "5"})
     request.app.state.metrics.events.inc(len(events))

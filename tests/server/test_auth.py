@@ -184,6 +184,22 @@ async def test_the_language_server_client_takes_429_as_no_suggestion_and_waits(a
         await client.aclose()
 
 
+def test_a_user_token_reports_events_only_for_its_own_completions(auth_server, tokens):
+    dave, bob = new_token(auth_server.data_dir, "dave"), new_token(auth_server.data_dir, "bob")
+    eventually(lambda: httpx.get(auth_server.url + "/v1/adapters", headers=bearer(bob)).status_code == 200)
+    mine = complete(auth_server, bearer(dave), max_tokens=4).json()["id"]
+    events = [{"completion_id": mine, "kind": "shown", "at": "2026-01-01T00:00:00Z"},
+              {"completion_id": mine, "kind": "accepted", "at": "2026-01-01T00:00:01Z"}]
+    stolen = httpx.post(auth_server.url + "/v1/events", json=events, headers=bearer(bob), timeout=60)
+    assert stolen.status_code == 403 and "events[1] (accepted of" in stolen.json()["error"]
+    assert "another user" in stolen.json()["error"]
+    own = httpx.post(auth_server.url + "/v1/events", json=events, headers=bearer(dave), timeout=60)
+    assert own.status_code == 200 and own.json()["stored"] == 2  # nothing of bob's batch was stored
+    relayed = httpx.post(auth_server.url + "/v1/events", json=[{**events[0], "at": "2026-01-01T00:00:02Z"}],
+                         headers=bearer(tokens["admin"]), timeout=60)
+    assert relayed.status_code == 200  # an admin token (a relay) may report for anyone
+
+
 def test_a_token_file_with_an_unknown_field_is_a_clear_refusal_not_a_crash(tmp_path):
     from server.tokens import TokenStore
 
