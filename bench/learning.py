@@ -66,7 +66,7 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "CODELOOP_DATA_DIR": str(data_dir), "CODELOOP_PORT": str(port),
            "CODELOOP_CONFIG": os.devnull, "CODELOOP_LOG_LEVEL": "warning",
-           # The README's figures (and tests/e2e) are on transformers; the default, auto, would
+           # The README's figures are on transformers; the default, auto, would
            # pick llama-cpp where it is installed. --set CODELOOP_ENGINE=llama-cpp to measure that.
            "CODELOOP_ENGINE": "transformers",
            "CODELOOP_TOKEN_HEALING": "true" if args.token_healing == "on" else "false",
