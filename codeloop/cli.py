@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -266,6 +267,9 @@ eval_cli.register(cli, _settings)
 
 
 def main() -> None:
+    # Everything codeloop writes holds code or what was learnt from it: data_dir and what is in
+    # it are the user's alone (folders 0700, files 0600), whatever the shell's umask.
+    os.umask(0o077)
     cli()
 
 

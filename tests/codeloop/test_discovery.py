@@ -74,3 +74,11 @@ def test_a_record_of_another_process_or_garbage_is_not_used(tmp_path):
     for garbage in ("{", "[]", json.dumps({"url": "file:///etc/passwd", "pid": 1}), json.dumps({"url": "http://x", "pid": "1"})):
         (tmp_path / SERVER_FILE).write_text(garbage)
         assert locate_server(tmp_path, "127.0.0.1", 8000).url == "http://127.0.0.1:8000"
+
+
+def test_what_the_server_writes_is_its_users_alone(server):
+    """Folders 0700 and files 0600 under data_dir, whatever the umask of the shell."""
+    written = [server.data_dir / name for name in ("telemetry.duckdb", "server.json", "adapters")]
+    for path in written:
+        assert path.exists(), path
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
