@@ -63,6 +63,9 @@ class ExperimentManager:
         self.registry = registry
         self.writer = writer  # feedback.writer.TelemetryWriter
         self.experiments: dict[str, Experiment] = {}
+        # Each report is one look of the sequential test: two at once would both read the
+        # state, and the later save would lose the earlier look (and its decision).
+        self._looks: dict[str, asyncio.Lock] = {}
 
     def restore(self) -> None:
         with closing(self.writer.reader()) as cursor:
@@ -129,6 +132,10 @@ class ExperimentManager:
     async def report(self, exp_id: str) -> dict:
         """Per-arm counts and statistics; each report is one 'look' of the sequential test."""
         exp = self.get(exp_id)
+        async with self._looks.setdefault(exp.id, asyncio.Lock()):
+            return await self._look(exp)
+
+    async def _look(self, exp: Experiment) -> dict:
         with closing(self.writer.reader()) as cursor:
             counts = {row.arm: asdict(row) for row in await asyncio.to_thread(queries.arm_counts, cursor, exp.id)}
             per_user = await asyncio.to_thread(queries.arm_user_counts, cursor, exp.id)
