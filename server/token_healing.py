@@ -30,15 +30,16 @@ class Healed:
 def heal(prefix: str) -> Healed:
     """Where to end the prompt for a cursor at the end of `prefix`.
 
-    * at a line start: unchanged;
-    * indentation-only cursor line: back to the last character of code (``"):"`` +
-      ``"\\n    "``, blank lines included);
+    * at a line start or on an indentation-only line: back to the last character of code
+      (``"):"`` + ``"\\n    "``, blank lines included): the model writes the line break again,
+      and any blank lines it adds before the code are dropped (the cursor's line is where
+      the user wants the code; at a line start after a blank line the default model used
+      to answer one more newline, i.e. nothing: on 100 held-out httpx lines, empty answers
+      17 -> 8, edit similarity 0.379 -> 0.403, exact match unchanged at 0.130);
     * inside or right after a word: back to before the word and the one space before it;
     * anything else (after punctuation, an operator, several spaces): unchanged.
     """
     head = prefix[prefix.rfind("\n") + 1:]
-    if not head:  # at a line start: "\n" then a word is how such text is tokenized anyway
-        return Healed(prefix, "")
     if not head.strip():
         # Back to the last character of code: blank lines before the cursor's line are part
         # of the same token ("\n\n   ") as its indentation.
@@ -68,10 +69,8 @@ def strip_removed(text: str, removed: str) -> str | None:
     Removed whitespace (line breaks and the cursor line's indentation) counts as re-written
     when the answer starts a new line at the cursor's indentation, whatever blank lines it
     puts before: the editor already shows those the user typed."""
-    if text.startswith(removed):
-        return text[len(removed):]
     if removed.strip() or "\n" not in removed:
-        return None
+        return text[len(removed):] if text.startswith(removed) else None
     body = text.lstrip()
     lead = text[: len(text) - len(body)]
     if body and "\n" in lead and lead.rsplit("\n", 1)[1] == removed.rsplit("\n", 1)[1]:

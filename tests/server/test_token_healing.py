@@ -14,7 +14,8 @@ from server.token_healing import heal, split_stops, still_rewriting, strip_remov
     ("x = self.fo", "x = self.", "fo"),
     ("x = ", "x =", " "),  # one space after an operator
     ("x =  ", "x =  ", ""),  # several spaces: not how text is tokenized either way; left alone
-    ("def f(x):\n", "def f(x):\n", ""),  # at a line start
+    ("def f(x):\n", "def f(x):", "\n"),  # at a line start: the line break is written again
+    ("x = 1\n\n", "x = 1", "\n\n"),  # after a blank line too
     ("print(", "print(", ""),  # after punctuation
     ("", "", ""),
 ])
@@ -59,6 +60,10 @@ def test_strip_removed():
     assert strip_removed("\n\n\n    def g():", "\n    ") == "def g():"
     assert strip_removed("\n  def g():", "\n\n    ") is None  # another indentation
     assert strip_removed(" # note\n    x", "\n    ") is None  # went on with the line before
+    # more blank lines than the editor shows: dropped, the code goes on the cursor's line
+    assert strip_removed("\n\n\n__all__ = []", "\n\n") == "__all__ = []"
+    assert strip_removed("\n    \n    def g():", "\n    ") == "def g():"
+    assert strip_removed("\n\n", "\n\n") is None  # nothing written yet after the line breaks
 
 
 def test_still_rewriting():
