@@ -58,7 +58,8 @@ def serve(host, port, model) -> None:
 @click.option("--port", type=int, help="port (default 8000)")
 def up(host, port) -> None:
     """Prepare the model if needed, then serve, printing where everything is (what `make run` does)."""
-    from codeloop.editor_setup import codeloop_command
+    from codeloop.discovery import url_for
+    from codeloop.editor_setup import codeloop_command, render
 
     settings = _settings(host=host, port=port)
     _check_telemetry_db(settings)
@@ -75,7 +76,9 @@ def up(host, port) -> None:
                 f"  API:        {base}/v1/completions   (OpenAPI: {base}/docs)",
                 f"  dashboard:  {base}/",
                 f"  metrics:    {base}/metrics",
-                f"  editors:    language server `{codeloop_command()} lsp`; `codeloop editor neovim|emacs|helix` prints a set-up",
+                f"  editors:    language server `{codeloop_command()} lsp`; Emacs and Helix set-ups: `codeloop editor emacs|helix`;",
+                "              Neovim (init.lua):",
+                *("                " + line for line in render("neovim", codeloop_command(), url_for(settings.host, settings.port)).splitlines()),
                 f"  data:       {settings.data_dir}",
                 f"  bound to {settings.host}: " + ("reachable from this machine only" if settings.local_only else "REACHABLE FROM OTHER MACHINES"),
                 "",

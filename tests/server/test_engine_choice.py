@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -114,6 +116,13 @@ def test_codeloop_up_with_engine_auto_serves_llama_cpp_and_says_why(model_dir, t
         # The banner, printed before the engine is built (so without the file it then serves).
         assert f"engine:     llama-cpp ({reason.rsplit('; serving ', 1)[0]})" in log
         assert f"writing {linked.name}.Q8_0.gguf" in log and "272/272" in log  # the progress bar
+        # The prompt template (the default model does not see the suffix) and an editor set-up
+        # with this machine's paths, in the banner and /healthz.
+        assert "prompt:     prefix-only (the model has no fill-in-the-middle tokens" in log
+        assert health["prompt_template"] == "prefix-only" and health["uses_suffix"] is False
+        assert "does not see the code after the cursor" in health["notes"][0]
+        assert f'cmd = {{ "{Path(sys.executable).parent / "codeloop"}", "lsp" }}' in log
+        assert f'init_options = {{ serverUrl = "{server.url}" }}' in log
         r = httpx.post(server.url + "/v1/completions", json={"prompt": "def fibonacci(n):\n", "max_tokens": 8,
                                                              "postprocess": False}, timeout=120)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 8, r.text
