@@ -39,9 +39,7 @@ def test_model_prepare_writes_it_once_next_to_the_folder(prepared):
     assert engine_line.startswith("engine: llama-cpp (auto: ") and engine_line.endswith(f"; serves {q8}")
     assert f"writing {q8.name}" in done.stderr  # the progress bar
     assert sorted(p.name for p in linked.parent.iterdir()) == sorted([linked.name, q8.name])  # no .partial left
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert q8.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes (not a temporary file's 0600)
+    assert q8.stat().st_mode & 0o777 == 0o600  # as everything codeloop writes (umask 077): the user's alone
     written = q8.stat().st_mtime_ns
     assert served_gguf(linked, "q8_0") == q8 and q8.stat().st_mtime_ns == written  # reused, not rewritten
     assert served_gguf(linked, "as-shipped") == gguf_path()
