@@ -119,8 +119,9 @@ def test_retention_erases_old_code_keeps_counts_and_forget_works_on_the_file(mod
         assert old and (old[0]["completions"], old[0]["shown"], old[0]["accepted"]) == (3, 3, 3)
         assert old[0]["accepted_chars"] == 3 * len("    return x")
 
-        # While the server holds the file, the CLI cannot open it and says why.
-        busy = cli("forget", "--user", "u-old", env=env)
+        # While the server holds the file, a CLI sent elsewhere (no server on port 9; without
+        # --server it would find this one in data_dir/server.json) cannot open it and says why.
+        busy = cli("forget", "--user", "u-old", "--server", "http://127.0.0.1:9", env=env)
         assert busy.returncode == 2 and "in use by another process" in busy.stderr
     finally:
         server.stop()
