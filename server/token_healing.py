@@ -73,9 +73,14 @@ def strip_removed(text: str, removed: str) -> str | None:
         return text[len(removed):] if text.startswith(removed) else None
     body = text.lstrip()
     lead = text[: len(text) - len(body)]
-    if body and "\n" in lead and lead.rsplit("\n", 1)[1] == removed.rsplit("\n", 1)[1]:
+    if not body or "\n" not in lead:
+        return None
+    indent, wanted = lead.rsplit("\n", 1)[1], removed.rsplit("\n", 1)[1]
+    if indent == wanted:
         return body
-    return None
+    # At a line start the answer's own indentation is part of the suggestion (as it would be
+    # from the unhealed prompt), so the model need not be asked twice.
+    return indent + body if not wanted else None
 
 
 def still_rewriting(text: str, removed: str) -> bool:

@@ -64,6 +64,8 @@ def test_strip_removed():
     assert strip_removed("\n\n\n__all__ = []", "\n\n") == "__all__ = []"
     assert strip_removed("\n    \n    def g():", "\n    ") == "def g():"
     assert strip_removed("\n\n", "\n\n") is None  # nothing written yet after the line breaks
+    # a cursor at a line start takes the answer's indentation as part of the suggestion
+    assert strip_removed("\n    return x", "\n") == "    return x"
 
 
 def test_still_rewriting():
