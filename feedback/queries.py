@@ -277,19 +277,18 @@ def arm_counts_by_day(con: duckdb.DuckDBPyConnection, experiment: str) -> list[A
 
 def completion_owners(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, str | None]:
     """user_id of each known id; unknown ids are absent."""
-    if not ids:
-        return {}
-    rows = con.execute(
-        "SELECT id, user_id FROM completions WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(set(ids))]
-    ).fetchall()
-    return dict(rows)
+    return _column_by_id(con, ids, "user_id")
 
 
 def completion_lengths(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, int | None]:
     """text_chars of each known id (None: stored without a length); unknown ids are absent."""
+    return _column_by_id(con, ids, "text_chars")
+
+
+def _column_by_id(con: duckdb.DuckDBPyConnection, ids: list[str], column: str) -> dict:
     if not ids:
         return {}
     rows = con.execute(
-        "SELECT id, text_chars FROM completions WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(set(ids))]
+        f"SELECT id, {column} FROM completions WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(set(ids))]
     ).fetchall()
     return dict(rows)

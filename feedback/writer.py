@@ -200,26 +200,20 @@ class TelemetryWriter:
 
     def completion_lengths(self, ids: list[str]) -> dict[str, int | None]:
         """text_chars of the known ids (queued or stored); unknown ids are absent."""
-        with self._lock:
-            found = {i: self._recent[i][0] for i in ids if i in self._recent}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            cursor = self.reader()
-            try:
-                found.update(queries.completion_lengths(cursor, missing))
-            finally:
-                cursor.close()
-        return found
+        return self._recent_or_stored(ids, 0, queries.completion_lengths)
 
     def completion_owners(self, ids: list[str]) -> dict[str, str | None]:
         """user_id of the known ids (queued or stored); unknown ids are absent."""
+        return self._recent_or_stored(ids, 2, queries.completion_owners)
+
+    def _recent_or_stored(self, ids: list[str], field: int, query) -> dict:
         with self._lock:
-            found = {i: self._recent[i][2] for i in ids if i in self._recent}
+            found = {i: self._recent[i][field] for i in ids if i in self._recent}
         missing = [i for i in ids if i not in found]
         if missing:
             cursor = self.reader()
             try:
-                found.update(queries.completion_owners(cursor, missing))
+                found.update(query(cursor, missing))
             finally:
                 cursor.close()
         return found
