@@ -11,6 +11,7 @@ import click
 
 from codeloop import adapter_cli, auth_cli, eval_cli, telemetry_cli, trainer_cli
 from codeloop.settings import Settings, SettingsError, config_path, load_settings, source_of
+from codeloop.editor_setup import EDITORS
 from server.fim import PREFIX_ONLY_NOTE
 
 
@@ -191,7 +192,7 @@ def lsp(tcp_port, server) -> None:
 
 
 @cli.command()
-@click.argument("editor", type=click.Choice(["neovim", "emacs", "helix"]))
+@click.argument("editor", type=click.Choice(sorted(EDITORS)))
 @click.option("--server", "server", help="the completion server URL (default: the running server, else settings host/port)")
 def editor(editor, server) -> None:
     """Print the set-up that starts codeloop's language server in EDITOR, with this machine's paths."""

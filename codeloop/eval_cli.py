@@ -35,7 +35,7 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
         from trainer.server_api import ServerApi, ServerError
 
         settings = load()
-        url = _url(settings, server)
+        url = settings.trainer_server_url(server)
         api = ServerApi(url, token=settings.api_token)
         try:
             if not api.reachable():
@@ -74,10 +74,6 @@ def _answer_writer(sink):
         sink.flush()
 
     return write
-
-
-def _url(settings: Settings, override: str | None) -> str:
-    return settings.server_url(override or settings.trainer.server_url or None)
 
 
 def _fail(message: str) -> None:

@@ -209,6 +209,10 @@ class Settings(BaseSettings):
     def server_url(self, override: str | None = None) -> str:
         return self.server(override).url
 
+    def trainer_server_url(self, override: str | None = None) -> str:
+        """The server the trainer and `codeloop eval` use: trainer.server_url comes before discovery."""
+        return self.server_url(override or self.trainer.server_url or None)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -88,7 +88,7 @@ def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool,
                 heads = {str(r.resolve()): rf.head(r) for r in repos}
             except RuntimeError as exc:
                 _fail(f"{exc} (is it a git repository?)")
-            api = ServerApi(_url(settings, server), token=settings.api_token)
+            api = ServerApi(settings.trainer_server_url(server), token=settings.api_token)
             accepted, newest = 0, state.get("telemetry_until")
             try:
                 if api.reachable():
@@ -130,7 +130,7 @@ def _run(settings: Settings, cfg, model_dir: Path, repos: list[Path], run_id: st
     paths = RunPaths(model_dir=model_dir, run_dir=settings.data_dir / "runs" / run_id, adapters_dir=settings.adapters_dir,
                      telemetry_db=settings.telemetry_db if settings.telemetry else None,
                      serving_fim_template=settings.fim_template)
-    api = ServerApi(_url(settings, server), token=settings.api_token)
+    api = ServerApi(settings.trainer_server_url(server), token=settings.api_token)
     click.echo(f"run {run_id}: {paths.run_dir}")
     try:
         report = run_training(cfg, paths, repos, api, publish_action=action, progress=not quiet, echo=click.echo)
@@ -142,10 +142,6 @@ def _run(settings: Settings, cfg, model_dir: Path, repos: list[Path], run_id: st
     finally:
         api.close()
     click.echo(f"run {run_id} done: adapter {report.adapter}, {report.publish['action']}")
-
-
-def _url(settings: Settings, override: str | None) -> str:
-    return settings.server_url(override or settings.trainer.server_url or None)
 
 
 def _fail(message: str) -> None:
