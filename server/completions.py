@@ -141,10 +141,14 @@ class CompletionService:
                 return not still_rewriting(generated, removed)  # went elsewhere: no use going on
             return any(s in rest for s in late) or bool(inner and inner(rest))
 
-        # A few more tokens for the re-written part (a newline and indentation: one or two).
+        # As many more tokens as the re-written part took in the prompt (a newline and
+        # indentation: one or two), so the answer itself still gets max_tokens.
+        rewrite_tokens = min(len(self.engine.tokenizer(removed, add_special_tokens=False)["input_ids"]), 4)
         healed_params = replace(params, stop=early, stop_check=after_removed if (late or inner) else None,
-                                max_tokens=params.max_tokens + 2)
+                                max_tokens=params.max_tokens + rewrite_tokens)
         result = await self._generate(text, healed_params, adapter)
+        # Usage counts the answer's tokens, as a client that asked for max_tokens expects.
+        result.completion_tokens = max(0, min(result.completion_tokens - rewrite_tokens, params.max_tokens))
         rest = strip_removed(result.text, removed)
         if rest is None:
             if not (still_rewriting(result.text, removed) or result.finish_reason == "cancelled" or params.past_deadline()):
