@@ -1,4 +1,4 @@
-"""The embedded engines on the default model, in one process and one run: transformers (fp32,
+"""The embedded engines on the default model, in one run: transformers (fp32,
 the converted folder) against llama.cpp on the model's own GGUF (Q4_1 as shipped) and on
 copies of it written as Q8_0 (what the engine serves by default), F16 and F32 (same weights,
 dequantized once; codeloop/gguf_requant.py). Reading the prompt and decoding are timed separately.
@@ -6,7 +6,8 @@ dequantized once; codeloop/gguf_requant.py). Reading the prompt and decoding are
     .venv/bin/python bench/engine_llama_cpp.py [--rounds 3] [--prefix-tokens 500] [--new-tokens 32]
         [--threads 1] [--formats Q4_1 Q8_0 F16 F32]
 
-Each round asks every engine in turn (so load from other processes spreads over all of them)
+Each round asks every engine in turn, each in a fresh process of its own (so load from other
+processes spreads over all of them, and no engine slows another down in a shared process),
 for the same prompt with nothing reused (cache emptied): prompt read = time to the first
 token; decode = tokens/s after it. Then the same prompt with a line typed at its end, the
 previous prompt's KV cache reused: time to the first token when typing. Medians over rounds,
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,18 +49,43 @@ def clear(engine) -> None:
     cache.clear()
 
 
-async def run(args) -> None:
+def measure_in_this_process(args) -> dict:
+    """One engine, one round (the child process's work): cold prompt and typed prompt."""
     from transformers import AutoTokenizer
 
-    from codeloop.models import gguf_path, prepare_default_model
     from server.engines.llama_cpp_engine import LlamaCppEngine
     from server.engines.transformers_engine import TransformersEngine
 
-    model_dir = prepare_default_model(Path(os.environ.get("CODELOOP_TEST_MODELS_DIR", REPO / ".codeloop-test" / "models")))
+    model_dir = Path(args.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prefix = make_prefix(tokenizer, args.prefix_tokens)
     n_prompt = len(tokenizer(prefix, add_special_tokens=False).input_ids)
-    print(f"model {model_dir.name}; prompt {n_prompt} tokens; {args.new_tokens} greedy tokens; {args.rounds} rounds; "
+    if args.child == "transformers":
+        engine = TransformersEngine(model_dir, torch_threads=args.threads)
+    else:
+        engine = LlamaCppEngine(model_dir, Path(args.gguf), tokenizer, threads=args.threads,
+                                n_ctx=n_prompt + args.new_tokens + 64)
+
+    async def go() -> dict:
+        await engine.start()
+        try:
+            prompt = f"# round {args.round}\n{prefix}"
+            clear(engine)
+            cold = await ask(engine, prompt, args.new_tokens)
+            typed = await ask(engine, prompt + TYPED, args.new_tokens)
+            return {"prefill_s": cold["prefill_s"], "decode_tok_s": cold["decode_tok_s"],
+                    "typed_first_token_s": typed["prefill_s"], "n_prompt": n_prompt}
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+def run(args) -> None:
+    from codeloop.models import gguf_path, prepare_default_model
+
+    model_dir = prepare_default_model(Path(os.environ.get("CODELOOP_TEST_MODELS_DIR", REPO / ".codeloop-test" / "models")))
+    print(f"model {model_dir.name}; prompt ~{args.prefix_tokens} tokens; {args.new_tokens} greedy tokens; {args.rounds} rounds; "
           f"{args.threads} thread(s) per engine; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         ggufs = {}
@@ -65,27 +93,25 @@ async def run(args) -> None:
             started = time.monotonic()
             ggufs[fmt] = gguf_path() if fmt == "Q4_1" else write_gguf_as(gguf_path(), Path(tmp) / f"model-{fmt}.gguf", fmt)
             print(f"  {fmt}: {ggufs[fmt].stat().st_size / 2**20:.0f} MiB" + ("" if fmt == "Q4_1" else f", written in {time.monotonic() - started:.1f} s"))
-        engines = {"transformers": TransformersEngine(model_dir, torch_threads=args.threads)}
-        for fmt, path in ggufs.items():
-            engines[f"llama-cpp {fmt}"] = LlamaCppEngine(model_dir, path, tokenizer, threads=args.threads,
-                                                         n_ctx=n_prompt + args.new_tokens + 64)
-        for engine in engines.values():
-            await engine.start()
+        # Each engine measured in a process of its own: after PyTorch has run in a process,
+        # llama.cpp's threads decode 2.4x slower there (both use libgomp; measured), which is
+        # not what a server running one engine sees.
+        engines = {"transformers": None, **{f"llama-cpp {fmt}": path for fmt, path in ggufs.items()}}
         figures: dict[str, dict[str, list[float]]] = {name: {} for name in engines}
-        try:
-            for round_ in range(args.rounds):
-                for name, engine in engines.items():
-                    prompt = f"# round {round_}\n{prefix}"
-                    clear(engine)
-                    cold = await ask(engine, prompt, args.new_tokens)
-                    typed = await ask(engine, prompt + TYPED, args.new_tokens)
-                    for key, value in (("prefill_s", cold["prefill_s"]), ("decode_tok_s", cold["decode_tok_s"]),
-                                       ("typed_first_token_s", typed["prefill_s"])):
-                        figures[name].setdefault(key, []).append(value)
-                print(f"  round {round_ + 1} done", flush=True)
-        finally:
-            for engine in engines.values():
-                await engine.close()
+        for round_ in range(args.rounds):
+            for name, gguf in engines.items():
+                command = [sys.executable, __file__, "--child", "transformers" if gguf is None else "llama-cpp",
+                           "--model-dir", str(model_dir), "--round", str(round_), "--threads", str(args.threads),
+                           "--prefix-tokens", str(args.prefix_tokens), "--new-tokens", str(args.new_tokens)]
+                if gguf is not None:
+                    command += ["--gguf", str(gguf)]
+                out = subprocess.run(command, capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                for key in ("prefill_s", "decode_tok_s", "typed_first_token_s"):
+                    figures[name].setdefault(key, []).append(result[key])
+            print(f"  round {round_ + 1} done", flush=True)
 
     rows = [("read 1st (s)", "prefill_s"), ("decode tok/s", "decode_tok_s"), ("typed 1st (s)", "typed_first_token_s")]
     base = {key: statistics.median(figures["transformers"][key]) for _, key in rows}
@@ -101,6 +127,7 @@ async def run(args) -> None:
         print(line)
 
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -108,7 +135,16 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="per engine (2 cores shared with other work: 1 is steadier)")
     parser.add_argument("--formats", nargs="*", default=["Q4_1", "Q8_0", "F16", "F32"], choices=["Q4_1", "Q8_0", "F16", "F32"])
-    asyncio.run(run(parser.parse_args()))
+    # The child process's arguments (one engine, one round; prints its figures as JSON).
+    parser.add_argument("--child", choices=["transformers", "llama-cpp"], help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--gguf", help=argparse.SUPPRESS)
+    parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure_in_this_process(args)))
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

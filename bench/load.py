@@ -2,6 +2,7 @@
 then off. Figures and ratios come from one run.
 
     .venv/bin/python bench/load.py [--editors 50] [--seconds 60] [--no-off] [--json] [--max-queue 16]
+                                   [--engine transformers|llama-cpp] [--threads N]
 
 Each run starts a real `codeloop serve` on the real default model in a temp data dir on a free
 port. The editors (asyncio + httpx, one client and one user pseudonym each, as one language
@@ -81,7 +82,9 @@ def count_rows(db: Path, acked: set) -> dict:
 
 
 def run_once(model_dir: Path, files: list[Path], args, telemetry: bool) -> dict:
-    env = {"CODELOOP_MAX_QUEUE": str(args.max_queue)}
+    env = {"CODELOOP_MAX_QUEUE": str(args.max_queue), "CODELOOP_ENGINE": args.engine}
+    if args.threads is not None:
+        env["CODELOOP_TORCH_THREADS"] = str(args.threads)
     if not telemetry:
         env["CODELOOP_TELEMETRY"] = "false"
     load_before = os.getloadavg()[0]
@@ -102,11 +105,14 @@ def run_once(model_dir: Path, files: list[Path], args, telemetry: bool) -> dict:
         rows = count_rows(data_dir / "telemetry.duckdb", stats.acked) if telemetry else {}
     lat = stats.latency_ms
     out = {
-        "telemetry": telemetry, "editors": args.editors, "seconds": args.seconds, "wall_s": round(wall, 1),
+        "telemetry": telemetry, "engine": args.engine, "editors": args.editors, "seconds": args.seconds, "wall_s": round(wall, 1),
         "max_queue": args.max_queue, "server_exit_code": code, "server_cpu_s": round(cpu, 1),
         "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2),
         "keystrokes": stats.keystrokes, "requests_sent": stats.sent, "served": stats.served, "served_empty": stats.empty,
-        "served_per_s": round(stats.served / args.seconds, 2), "http_429": stats.too_many, "http_5xx": stats.server_errors,
+        "served_per_s": round(stats.served / args.seconds, 2),
+        # The issue-19 figure: of the requests whose editor waited for the answer (not
+        # superseded by a keystroke), the share answered in time.
+        "served_of_waited": round(stats.served / waited, 3) if (waited := stats.sent - stats.cancelled) else None, "http_429": stats.too_many, "http_5xx": stats.server_errors,
         "other_4xx": stats.other_4xx, "cancelled_in_flight": stats.cancelled, "debounced": stats.debounced,
         "not_sent_retry_after": stats.backing_off, "timeouts": stats.timeouts, "connection_errors": stats.conn_errors,
         "latency_p50_ms": percentile(lat, 0.5), "latency_p99_ms": percentile(lat, 0.99),
@@ -155,7 +161,7 @@ def failures(runs: list[dict]) -> list[str]:
 
 
 RATIO_KEYS = ("requests_sent", "served", "served_per_s", "http_429", "cancelled_in_flight", "timeouts",
-              "latency_p50_ms", "latency_p99_ms", "queue_p50_ms", "server_cpu_s")
+              "latency_p50_ms", "latency_p99_ms", "queue_p50_ms", "server_cpu_s", "served_of_waited")
 
 
 def ratios(on: dict, off: dict) -> dict:
@@ -164,11 +170,12 @@ def ratios(on: dict, off: dict) -> dict:
 
 def print_table(runs: list[dict], ratio: dict | None) -> None:
     on = runs[0]
-    print(f"{on['editors']} editors x {on['seconds']} s; max_queue {on['max_queue']}; {os.cpu_count()} cores, shared machine "
+    print(f"{on['editors']} editors x {on['seconds']} s; engine {on['engine']}; max_queue {on['max_queue']}; "
+          f"{os.cpu_count()} cores, shared machine "
           f"(load average before/after: " + ", ".join(f"{r['load_avg_before']}/{r['load_avg_after']}" for r in runs) + ")")
     cols = ["telemetry on"] + (["off", "on/off"] if len(runs) > 1 else [])
     print(f"{'figure':36}" + "".join(f"{c:>14}" for c in cols))
-    keys = ("keystrokes", "requests_sent", "served", "served_empty", "served_per_s", "http_429", "http_5xx", "other_4xx",
+    keys = ("keystrokes", "requests_sent", "served", "served_empty", "served_per_s", "served_of_waited", "http_429", "http_5xx", "other_4xx",
             "cancelled_in_flight", "debounced", "not_sent_retry_after", "timeouts", "connection_errors",
             "generations_finished", "generations_cancelled_running", "generations_cancelled_queued", "rate_limited_per_user",
             "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "queue_p50_ms", "server_cpu_s", "event_posts")
@@ -194,6 +201,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--max-queue", type=int, default=16, help="the server's max_queue (its default is 64)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", default="transformers", choices=("transformers", "llama-cpp"),
+                        help="the server's engine (llama-cpp serves the Q8_0 GGUF written next to the model folder)")
+    parser.add_argument("--threads", type=int, default=None, help="the engine's threads (CODELOOP_TORCH_THREADS; default: the server's)")
     args = parser.parse_args()
     if args.editors < 1 or args.seconds <= 0 or args.max_queue < 1:
         parser.error("--editors and --max-queue must be at least 1, --seconds above 0")

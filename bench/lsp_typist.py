@@ -509,8 +509,11 @@ async def run(args, script: Script, model_dir: Path) -> dict[str, Combined]:
     results: dict[str, Combined] = {key: Combined([]) for key in args.configs}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()
-        server = await asyncio.to_thread(start_server, model_dir, Path(tmp) / "server")
-        print(f"server up in {time.monotonic() - started:.1f} s at {server.url}")
+        env = {"CODELOOP_ENGINE": args.engine}
+        if args.threads is not None:
+            env["CODELOOP_TORCH_THREADS"] = str(args.threads)
+        server = await asyncio.to_thread(start_server, model_dir, Path(tmp) / "server", env=env)
+        print(f"server ({args.engine}) up in {time.monotonic() - started:.1f} s at {server.url}")
         try:
             # Rounds alternate the order (ab, ba, ab...) so that a change in the machine's load
             # does not fall on one configuration only.
@@ -564,6 +567,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="run the configurations this many times, alternating their order")
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the converted default model)")
     parser.add_argument("--lsp-log-level", default="error")
+    parser.add_argument("--engine", default="transformers", choices=("transformers", "llama-cpp"),
+                        help="the server's engine (llama-cpp serves the Q8_0 GGUF written next to the model folder)")
+    parser.add_argument("--threads", type=int, default=None, help="the engine's threads (CODELOOP_TORCH_THREADS; default: the server's)")
     args = parser.parse_args()
     if args.quick:
         args.chars = 75
