@@ -92,9 +92,10 @@ class Settings(BaseSettings):
     # 0 = no per-user limit.
     rate_limit_per_minute: int = Field(600, ge=0)
     rate_limit_burst: int = Field(60, ge=1)
-    # CPU threads of the embedded engines (transformers and llama-cpp; on a busy 2-core
-    # machine llama.cpp ran faster with 1 than with 2: README "llama.cpp engine").
-    torch_threads: int = Field(0, ge=0, description="0 = all cores")
+    # CPU threads of the embedded engines (transformers and llama-cpp). 0: all cores, and
+    # llama-cpp takes only the cores other processes (a training run) left free since its
+    # last request: its threads wait for one another (server/engines/free_cores.py).
+    torch_threads: int = Field(0, ge=0, description="0 = all cores (llama-cpp: all free cores)")
 
     # Telemetry (DuckDB under data_dir). Without store_code only lengths and hashes of code
     # are kept, and training from telemetry is off.

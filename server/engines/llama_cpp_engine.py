@@ -29,6 +29,7 @@ from server.engines.base import CancelStats, Completion, EngineError, Generation
 from server.engines.gguf_lora import BaseModelInfo, LoraConversionError, convert_peft_lora
 from server.engines.llama_cpp_cache import KvReuse
 from server.engines.llama_cpp_model import LlamaCppError, LlamaCppModel
+from server.engines.free_cores import FreeCores, threads_for
 from server.engines.token_watch import TokenWatch
 from server.engines.worker import Job, SerialWorker
 
@@ -49,6 +50,8 @@ class LlamaCppEngine:
         self.base = BaseModelInfo.from_gguf(self.gguf)
         self.model_type = self.base.arch  # GGUF names architectures as transformers' model_type does
         self.threads = threads or os.cpu_count() or 1
+        # threads=0: as many as the machine's other processes leave free (free_cores.py).
+        self._free_cores = FreeCores() if not threads else None
         self.n_ctx = n_ctx
         self.max_queue = max_queue
         self.lora_limits = LoraLimits(max_rank=None, target_modules=LORA_MODULES)
@@ -104,6 +107,7 @@ class LlamaCppEngine:
         generated: list[int] = []
         ended = False
         try:
+            self._fit_threads()
             model.use_adapter(self._adapters[adapter] if adapter is not None else None)
             reused = kv.take(adapter, ids)
             held = ids[:reused]
@@ -125,6 +129,13 @@ class LlamaCppEngine:
             kv.put(adapter, held)
         return watch.completion(generated, ended=ended, prompt_tokens=len(ids), cached_prompt_tokens=reused,
                                 started=started, adapter=adapter, stats=self.cancel_stats)
+
+    def _fit_threads(self) -> None:
+        if self._free_cores is None:
+            return
+        free = self._free_cores.free()
+        if free is not None:
+            self._model.set_threads(threads_for(free, self.threads))
 
     def _prefill(self, ids: list[int], held: list[int], job: Job) -> bool:
         """Read the prompt from len(held) up to, not including, its last token, PREFILL_CHUNK

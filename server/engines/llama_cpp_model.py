@@ -61,11 +61,18 @@ class LlamaCppModel:
             raise LlamaCppError(f"llama.cpp could not create a context of {n_ctx} tokens for {gguf}")
         self.n_ctx = lib.llama_n_ctx(self._ctx)
         self.n_batch = n_batch
+        self.n_threads = n_threads
         self._vocab = lib.llama_model_get_vocab(self._model)
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._mem = lib.llama_get_memory(self._ctx)
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._adapter = None  # the adapter the context runs with now
+
+    def set_threads(self, n_threads: int) -> None:
+        """Run the next decodes with `n_threads` threads (a no-op when it is already so)."""
+        if n_threads != self.n_threads:
+            self._lib.llama_set_n_threads(self._ctx, n_threads, n_threads)
+            self.n_threads = n_threads
 
     def close(self) -> None:
         if self._ctx:
