@@ -12,7 +12,7 @@ HEAD is checked out at its only branch). Then, with a fresh data directory and a
   2. the adapter is registered on the server;
   3. `codeloop eval --repo CLONE --since SINCE --adapter NAME --n N --json`.
 Prints training time and examples, the eval table and the gain (also as JSON with --json).
-`--token-healing off` measures the server without token healing (server/token_healing.py).
+`--token-healing off` measures the server without token healing (codeloop/token_healing.py).
 """
 from __future__ import annotations
 

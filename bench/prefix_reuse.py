@@ -30,7 +30,7 @@ from lsp.completion import prefix_start  # noqa: E402
 from server.engines import GenerationParams  # noqa: E402
 from server.engines.transformers_engine import TransformersEngine  # noqa: E402
 from server import fim  # noqa: E402
-from server.fim import build_prompt, get_template  # noqa: E402
+from codeloop.fim import build_prompt, get_template  # noqa: E402
 from tests.conftest import TEST_MODELS_DIR  # noqa: E402
 
 

@@ -99,7 +99,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from codeloop.models import prepare_default_model
-    from server.fim import build_prompt, get_template
+    from codeloop.fim import build_prompt, get_template
 
     model_dir = prepare_default_model(Path(os.environ.get("CODELOOP_TEST_MODELS_DIR", REPO / ".codeloop-test" / "models")))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -32,11 +32,11 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
         from trainer.heldout import held_out_lines
         from trainer.mining import MiningError
         from trainer.repo_eval import BASE, format_report, report, run_eval
-        from trainer.server_api import ServerApi, ServerError
+        from codeloop.api_client import ApiClient, ApiError
 
         settings = load()
         url = settings.trainer_server_url(server)
-        api = ServerApi(url, token=settings.api_token)
+        api = ApiClient(url, token=settings.api_token)
         try:
             if not api.reachable():
                 _fail(f"no codeloop server answers at {url}: start one with `codeloop serve` (or pass --server URL)")
@@ -57,7 +57,7 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
             finally:
                 if sink:
                     sink.close()
-        except ServerError as exc:
+        except ApiError as exc:
             click.echo(f"codeloop: {exc}", err=True)
             sys.exit(1)
         finally:

@@ -1,5 +1,5 @@
-"""The CLI's calls to codeloop's own HTTP API: which server (Settings.server), the token,
-and the server's refusals turned into one message and an exit code.
+"""The CLI's side of codeloop's HTTP API: which server (Settings.server), and the client's
+errors (codeloop/api_client.py) turned into one message and an exit code.
 
     data = get_json(settings, server, "/v1/logs", limit=10)   # None when no server answers
     post_json(settings, server, "/v1/experiments", body)      # exits 2 when none answers
@@ -7,58 +7,56 @@ and the server's refusals turned into one message and an exit code.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
-import httpx
 
+from codeloop.api_client import ApiClient, ApiError
 from codeloop.settings import Settings
 
-__all__ = ["auth_headers", "delete_json", "get_json", "post_json", "raise_for"]
+__all__ = ["client", "delete_json", "exit_for", "get_json", "post_json"]
 
 
-def auth_headers(settings: Settings) -> dict[str, str]:
-    """The Authorization header for a server with auth on (setting api_token)."""
-    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+def client(settings: Settings, server: str | None) -> ApiClient:
+    """A client of the server the CLI talks to (--server, else the recorded one, else
+    host:port), with the configured token."""
+    return ApiClient(settings.server_url(server), token=settings.api_token, timeout=600)
 
 
 def get_json(settings: Settings, server: str | None, path: str, **params: Any) -> Any:
     """JSON from the running server, or None when no server answers there."""
-    url = settings.server_url(server)
-    try:
-        r = httpx.get(url + path, params={k: v for k, v in params.items() if v is not None}, headers=auth_headers(settings), timeout=60)
-    except httpx.TransportError:
-        return None
-    raise_for(r)
-    return r.json()
+    with client(settings, server) as api:
+        try:
+            return api.get(path, **params)
+        except ApiError as exc:
+            if exc.unreachable:
+                return None
+            exit_for(exc)
 
 
 def post_json(settings: Settings, server: str | None, path: str, body: dict | None = None) -> Any:
-    return _send(settings, server, "POST", path, body)
+    return _send(settings, server, lambda api: api.post(path, body))
 
 
 def delete_json(settings: Settings, server: str | None, path: str) -> Any:
-    return _send(settings, server, "DELETE", path, None)
+    return _send(settings, server, lambda api: api.delete(path))
 
 
-def _send(settings: Settings, server: str | None, method: str, path: str, body: dict | None) -> Any:
+def _send(settings: Settings, server: str | None, call) -> Any:
     where = settings.server(server)
-    try:
-        r = httpx.request(method, where.url + path, json=body, headers=auth_headers(settings), timeout=600)
-    except httpx.TransportError:
-        click.echo(f"codeloop: {where.unreachable()}", err=True)
-        sys.exit(2)
-    raise_for(r)
-    return r.json()
-
-
-def raise_for(r: httpx.Response) -> None:
-    """Exit with the server's own reason for a refusal (2 for 4xx, 1 for 5xx)."""
-    if r.status_code >= 400:
+    with ApiClient(where.url, token=settings.api_token, timeout=600) as api:
         try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text
-        hint = " (give codeloop a token: CODELOOP_API_TOKEN, or api_token in codeloop.toml)" if r.status_code in (401, 403) else ""
-        click.echo(f"codeloop: the server refused ({r.status_code}): {message}{hint}", err=True)
-        sys.exit(2 if r.status_code < 500 else 1)
+            return call(api)
+        except ApiError as exc:
+            if exc.unreachable:
+                click.echo(f"codeloop: {where.unreachable()}", err=True)
+                sys.exit(2)
+            exit_for(exc)
+
+
+def exit_for(exc: ApiError) -> NoReturn:
+    """Exit with the server's own reason for a refusal (2 for 4xx, 1 for 5xx)."""
+    status = exc.status or 0
+    hint = " (give codeloop a token: CODELOOP_API_TOKEN, or api_token in codeloop.toml)" if status in (401, 403) else ""
+    click.echo(f"codeloop: the server refused ({status}): {exc.reason}{hint}", err=True)
+    sys.exit(2 if status < 500 else 1)

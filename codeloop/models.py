@@ -257,14 +257,14 @@ def describe_model_folder(path: Path, fim_template: str = "auto") -> str:
 
 
 def base_template(path: Path, fim_template: str = "auto") -> Any:
-    """The FIM template requests get without an adapter (server/fim.py's FimTemplate)."""
+    """The FIM template requests get without an adapter (codeloop/fim.py's FimTemplate)."""
     return _model_summary(Path(path), fim_template)[2]
 
 
 def _model_summary(path: Path, fim_template: str) -> tuple[str, int, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
-    from server.fim import get_template
+    from codeloop.fim import get_template
 
     # transformers reads a GGUF file's config and tokenizer from its metadata.
     root, kwargs = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})

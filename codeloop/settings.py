@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # shipped Q4_1 file.
     # A GGUF file named in `model` (or found in its folder) is always served as it is.
     gguf_quant: Literal["q8_0", "as-shipped"] = "q8_0"
-    # FIM prompt template: "auto" detects it from the tokenizer; or a name in server.fim.TEMPLATES.
+    # FIM prompt template: "auto" detects it from the tokenizer; or a name in codeloop.fim.TEMPLATES.
     fim_template: str = "auto"
 
     # Auth: once this file exists (`codeloop token create` makes it), every /v1 route needs
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     max_prompt_tokens: int = Field(1536, ge=64, le=131072)
     suffix_share: float = Field(0.25, ge=0.0, le=0.9)
     # End the prompt before a partial token (the cursor's indentation, a half-typed word) and
-    # let the model write it again: server/token_healing.py says why (false: off).
+    # let the model write it again: codeloop/token_healing.py says why (false: off).
     token_healing: bool = True
     default_max_tokens: int = Field(64, ge=1)
     max_tokens_limit: int = Field(512, ge=1)
@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     @field_validator("fim_template")
     @classmethod
     def _known_template(cls, value: str) -> str:
-        from server.fim import TEMPLATES
+        from codeloop.fim import TEMPLATES
 
         if value != "auto" and value not in TEMPLATES:
             raise ValueError(f"unknown template {value!r}; choose 'auto' or one of {sorted(TEMPLATES)}")

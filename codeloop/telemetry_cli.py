@@ -10,9 +10,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import click
-import httpx
 
-from codeloop.http_api import auth_headers, get_json, post_json, raise_for
+from codeloop.api_client import ApiError
+from codeloop.http_api import client, exit_for, get_json, post_json
 from codeloop.settings import Settings
 
 # As the user field of a completion request (server/schemas.py).
@@ -140,11 +140,13 @@ def register(cli: click.Group, load_settings) -> None:
         """Write completions joined with their outcomes to a Parquet file (for the trainer)."""
         settings = load_settings()
         where = settings.server(server)
-        url = where.url
         try:
-            r = httpx.get(url + "/v1/feedback/export", params={"since": since.isoformat()} if since else None,
-                          headers=auth_headers(settings), timeout=600)
-        except httpx.TransportError:
+            with client(settings, server) as api:
+                api.export(out, since)
+        except ApiError as exc:
+            if not exc.unreachable:
+                out.unlink(missing_ok=True)
+                exit_for(exc)
             from feedback.export import export_file
 
             if not settings.telemetry_db.exists():
@@ -153,9 +155,7 @@ def register(cli: click.Group, load_settings) -> None:
             rows = export_file(settings.telemetry_db, out, since)
             click.echo(f"wrote {rows} completions to {out} (read {settings.telemetry_db} directly)")
             return
-        raise_for(r)
-        out.write_bytes(r.content)
-        click.echo(f"wrote {out} ({len(r.content)} bytes) from {url}")
+        click.echo(f"wrote {out} ({out.stat().st_size} bytes) from {where.url}")
 
     @cli.command()
     @click.option("--user", required=True, help="the pseudonym, exactly as recorded (user_id in `codeloop logs --json`)")
@@ -170,15 +170,15 @@ def register(cli: click.Group, load_settings) -> None:
         settings = load_settings()
         url = settings.server_url(server)
         try:
-            r = httpx.delete(f"{url}/v1/users/{quote(user, safe='')}", headers=auth_headers(settings), timeout=600)
-        except httpx.ConnectError:  # no server (a timeout is not that: the server may be deleting)
-            data, where = _forget_in_file(settings, user), f"in {settings.telemetry_db} (no server answers at {url})"
-        else:
-            if r.status_code == 404 and "no telemetry recorded" in r.text:
+            with client(settings, server) as api:
+                data, where = api.delete(f"/v1/users/{quote(user, safe='')}"), f"through {url}"
+        except ApiError as exc:
+            if exc.unreachable and not exc.timed_out:  # no server (a timeout is not that: it may be deleting)
+                data, where = _forget_in_file(settings, user), f"in {settings.telemetry_db} (no server answers at {url})"
+            elif exc.status == 404 and "no telemetry recorded" in exc.reason:
                 data, where = {"completions": 0, "events": 0}, f"through {url}"
             else:
-                raise_for(r)
-                data, where = r.json(), f"through {url}"
+                exit_for(exc)
         from feedback import copies
 
         # Here too: a server elsewhere has its own data_dir, training runs may live in this one.

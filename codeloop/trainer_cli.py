@@ -77,7 +77,7 @@ def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callabl
 
 def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool, server: str | None, quiet: bool) -> None:
     from trainer import refresh as rf
-    from trainer.server_api import ServerApi, ServerError
+    from codeloop.api_client import ApiClient, ApiError
 
     state_dir = settings.data_dir / "trainer"
     try:
@@ -88,7 +88,7 @@ def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool,
                 heads = {str(r.resolve()): rf.head(r) for r in repos}
             except RuntimeError as exc:
                 _fail(f"{exc} (is it a git repository?)")
-            api = ServerApi(settings.trainer_server_url(server), token=settings.api_token)
+            api = ApiClient(settings.trainer_server_url(server), token=settings.api_token)
             accepted, newest = 0, state.get("telemetry_until")
             try:
                 if api.reachable():
@@ -99,7 +99,7 @@ def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool,
                     finally:
                         export.unlink(missing_ok=True)  # everyone's code, only needed for the count
                     newest = seen or newest
-            except ServerError as exc:
+            except ApiError as exc:
                 click.echo(f"codeloop: telemetry not counted: {exc}", err=True)
             finally:
                 api.close()
@@ -121,7 +121,7 @@ def _run(settings: Settings, cfg, model_dir: Path, repos: list[Path], run_id: st
     from trainer.dataset import TooLittleData
     from trainer.mining import MiningError
     from trainer.pipeline import RunPaths, run_training
-    from trainer.server_api import ServerApi, ServerError
+    from codeloop.api_client import ApiClient, ApiError
 
     if settings.torch_threads:
         import torch
@@ -130,13 +130,13 @@ def _run(settings: Settings, cfg, model_dir: Path, repos: list[Path], run_id: st
     paths = RunPaths(model_dir=model_dir, run_dir=settings.data_dir / "runs" / run_id, adapters_dir=settings.adapters_dir,
                      telemetry_db=settings.telemetry_db if settings.telemetry else None,
                      serving_fim_template=settings.fim_template)
-    api = ServerApi(settings.trainer_server_url(server), token=settings.api_token)
+    api = ApiClient(settings.trainer_server_url(server), token=settings.api_token)
     click.echo(f"run {run_id}: {paths.run_dir}")
     try:
         report = run_training(cfg, paths, repos, api, publish_action=action, progress=not quiet, echo=click.echo)
     except (MiningError, TooLittleData, ValueError) as exc:
         _fail(str(exc))
-    except ServerError as exc:
+    except ApiError as exc:
         click.echo(f"codeloop: {exc}", err=True)
         sys.exit(1)
     finally:

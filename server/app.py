@@ -22,7 +22,7 @@ from server.api.adapters import adapter_list
 from server.auth import USER_RESPONSES, require_user
 from server.browser_guard import BrowserGuard, HostPolicy
 from server.completions import CompletionService, RequestError
-from server.fim import PREFIX_ONLY_NOTE
+from codeloop.fim import PREFIX_ONLY_NOTE
 from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, engine_choice, make_engine
 from server.limits import RequestBodyGuard

@@ -9,10 +9,10 @@ from functools import partial
 
 from server.adapters import AdapterRegistry
 from server.engines import Completion, Engine, EngineBusy, GenerationParams
-from server.fim import FimTemplate, build_prompt, get_template
+from codeloop.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
 from server.postprocess import block_ended, postprocess, wants_multiline
-from server.token_healing import Healed, heal, split_stops, still_rewriting, strip_removed
+from codeloop.token_healing import Healed, heal, split_stops, still_rewriting, strip_removed
 from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
 
 

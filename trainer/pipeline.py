@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from trainer.config import TrainerSettings
 from trainer.dataset import SplitData, data_hash, load_examples, save_dataset, split_by_time
-from trainer.server_api import ServerApi, ServerError
+from codeloop.api_client import ApiClient, ApiError
 
 
 @dataclass
@@ -49,7 +49,7 @@ class RunReport:
         tmp.replace(run_dir / "run.json")
 
 
-def run_training(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], api: ServerApi | None, *,
+def run_training(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], api: ApiClient | None, *,
                  publish_action: str | None = None, progress: bool = True,
                  echo: Callable[[str], None] = print) -> RunReport:
     from transformers import AutoConfig, AutoTokenizer
@@ -104,7 +104,7 @@ def run_training(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], a
     return report
 
 
-def _evaluate_and_publish(cfg: TrainerSettings, api: ServerApi, state: dict, name: str, folder: Path,
+def _evaluate_and_publish(cfg: TrainerSettings, api: ApiClient, state: dict, name: str, folder: Path,
                           repos: Sequence[Path], split: SplitData, action: str | None, progress: bool,
                           echo: Callable[[str], None]) -> tuple[dict, dict]:
     """Held-out lines asked through the server, exactly as `codeloop eval` asks them: the
@@ -162,7 +162,7 @@ def _record_metrics(folder: Path, results: dict) -> None:
     tmp.replace(meta_file)
 
 
-def _data(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], api: ServerApi | None,
+def _data(cfg: TrainerSettings, paths: RunPaths, repos: Sequence[Path], api: ApiClient | None,
           report: RunReport, progress: bool, echo: Callable[[str], None]) -> SplitData:
     """Mine, read the repositories at the cut, and split; or reuse the dataset a previous
     attempt of this run saved."""
@@ -222,7 +222,7 @@ def _limit_history(split: SplitData, share: float, seed: int) -> SplitData:
     return split
 
 
-def _telemetry(cfg: TrainerSettings, paths: RunPaths, api: ServerApi | None, report: RunReport, echo) -> list:
+def _telemetry(cfg: TrainerSettings, paths: RunPaths, api: ApiClient | None, report: RunReport, echo) -> list:
     from trainer.telemetry_data import examples_from_export
 
     out = paths.run_dir / "telemetry.parquet"
@@ -252,12 +252,12 @@ def _telemetry(cfg: TrainerSettings, paths: RunPaths, api: ServerApi | None, rep
     return examples
 
 
-def _server_state(api: ServerApi | None, report: RunReport) -> dict[str, Any]:
+def _server_state(api: ApiClient | None, report: RunReport) -> dict[str, Any]:
     if api is None:
         return {}
     try:
         return api.adapters()
-    except ServerError as exc:
+    except ApiError as exc:
         report.notes.append(str(exc))
         return {}
 

@@ -1,6 +1,6 @@
 """The FIM prompt format an adapter is trained with, built exactly as the server builds it.
 
-The templates and the trimming come from `server.fim`, a pure module (no server state), so
+The templates and the trimming come from `codeloop.fim`, a pure module (no server state), so
 the trainer and the server can never disagree about a prompt. The format is recorded as
 `fim_template` in the adapter's codeloop.json, and the server prompts the adapter that way.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.fim import FimTemplate, build_prompt, get_template
-from server.token_healing import heal
+from codeloop.fim import FimTemplate, build_prompt, get_template
+from codeloop.token_healing import heal
 
 # Opt-in FIM for a model without FIM tokens (the default SmolLM2): its unused single-token
 # specials, so the adapter stays LoRA-only (no new tokens, which vLLM cannot serve).

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import PublishConfig
-from trainer.server_api import ServerApi
+from codeloop.api_client import ApiClient
 from trainer.significance import PairedComparison, compare_paired
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -126,7 +126,7 @@ def record_gate(folder: Path, result: GateResult, config: PublishConfig) -> None
     os.replace(tmp, meta_file)
 
 
-def publish(api: ServerApi, name: str, folder: Path, live: str | None, results: dict[str, dict[str, Any]],
+def publish(api: ApiClient, name: str, folder: Path, live: str | None, results: dict[str, dict[str, Any]],
             config: PublishConfig, action: str | None = None, *, registered: bool = False) -> Decision:
     """Record the gate in codeloop.json, register the adapter (hot-load), then promote it,
     start an A/B test, or leave it.

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from trainer.evaluate import edit_similarity
 from trainer.heldout import HeldOutLine
-from trainer.server_api import ServerApi
+from codeloop.api_client import ApiClient
 from trainer.significance import bootstrap_mean_ci, compare_paired
 
 BASE = "base"
@@ -49,7 +49,7 @@ def score_line(answer: str, expected: str) -> tuple[bool, float]:
     return got == expected.strip(), edit_similarity(got, expected.strip())
 
 
-def ask(api: ServerApi, line: HeldOutLine, model: str, max_tokens: int) -> str:
+def ask(api: ApiClient, line: HeldOutLine, model: str, max_tokens: int) -> str:
     body = {
         "segments": {"prefix": line.prefix, "suffix": line.suffix, "filepath": line.path, "language": line.language},
         "adapter": model, "max_tokens": max_tokens, "stop": ["\n"], "temperature": 0,
@@ -58,7 +58,7 @@ def ask(api: ServerApi, line: HeldOutLine, model: str, max_tokens: int) -> str:
     return api.complete(body)["choices"][0]["text"]
 
 
-def run_eval(api: ServerApi, lines: Sequence[HeldOutLine], models: Sequence[str], *, max_tokens: int = 48,
+def run_eval(api: ApiClient, lines: Sequence[HeldOutLine], models: Sequence[str], *, max_tokens: int = 48,
              progress: bool = True, on_answer: Callable[[str, HeldOutLine, str], None] | None = None) -> dict[str, ModelAnswers]:
     """Each model answers every line (models one after the other: the engine's prompt reuse
     keeps what it read per adapter)."""
@@ -116,7 +116,7 @@ def _ci(pair: Sequence[float]) -> str:
     return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
 
 
-def gate_results(api: ServerApi, lines: Sequence[HeldOutLine], models: dict[str, str], *,
+def gate_results(api: ApiClient, lines: Sequence[HeldOutLine], models: dict[str, str], *,
                  progress: bool = True) -> dict[str, dict]:
     """The trainer's table and its gate's input, measured as `codeloop eval` measures:
     {label: {exact_match_line, edit_sim_line, n, per_example: {exact_match_line, edit_sim_line}}}

@@ -25,7 +25,7 @@ from feedback.rows import utcnow
 from feedback.writer import TelemetryWriter
 from tests.conftest import metric, start_server
 from tests.feedback.test_copies import build_run, dataset_users, files_holding, record
-from trainer.server_api import ServerApi
+from codeloop.api_client import ApiClient
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def test_forget_through_the_server_leaves_nothing_of_the_user_under_data_dir(ser
         if {user, other} <= {r["user_id"] for r in rows}:
             break
         time.sleep(0.1)
-    api = ServerApi(server.url)
+    api = ApiClient(server.url)
     api.export(tmp_path / "export.parquet")
     api.close()
     run = copies_of_export(server.data_dir, tmp_path / "export.parquet")

@@ -72,7 +72,7 @@ def test_prompt_reuse_shows_in_metrics(server):
 def test_a_fim_adapter_on_the_default_models_spare_specials(server, make_adapter, smol_tokenizer):
     """An adapter trained with the smollm-fim template (<jupyter_start> ... ids 11-13): the
     prompt reaches llama.cpp with those specials as single tokens."""
-    from server.fim import TEMPLATES
+    from codeloop.fim import TEMPLATES
 
     folder = install_adapter(make_adapter(15, scale=1.0), server.adapters_dir, "ll-fim-1")
     (folder / "codeloop.json").write_text(json.dumps({"fim_template": "smollm-fim"}))

@@ -131,13 +131,13 @@ def test_publish_rules(loop, trained):
     """Not better than live: not promoted (not even loaded). Asked for an A/B test: started."""
     from trainer.config import PublishConfig
     from trainer.publish import publish, write_adapter
-    from trainer.server_api import ServerApi
+    from codeloop.api_client import ApiClient
 
     server, _, _ = loop
     before = adapters(server)
     source = Path(trained[0]["training"]["adapter_dir"])
     folder = write_adapter(source, server.adapters_dir, "acme@2", {"fim_template": "prefix-only"})
-    api = ServerApi(server.url)
+    api = ApiClient(server.url)
     live_right, cand_right = [True] * 60 + [False] * 40, [True] * 50 + [False] * 50
     worse = {label: {"exact_match_line": sum(right) / 100, "per_example": {
         "exact_match_line": right, "edit_sim_line": [1.0 if r else 0.5 for r in right]}}
@@ -157,7 +157,7 @@ def test_publish_rules(loop, trained):
 
 def test_accepted_suggestions_become_weighted_examples_with_secrets_scrubbed(loop, tmp_path):
     from trainer.config import DataConfig
-    from trainer.server_api import ServerApi
+    from codeloop.api_client import ApiClient
     from trainer.telemetry_data import examples_from_export
 
     server, _, _ = loop
@@ -171,7 +171,7 @@ def test_accepted_suggestions_become_weighted_examples_with_secrets_scrubbed(loo
               {"completion_id": ids[0], "kind": "retained", "retained_ratio": 1.0, "age_s": 30},
               {"completion_id": ids[1], "kind": "shown"}, {"completion_id": ids[1], "kind": "rejected"}]
     httpx.post(server.url + "/v1/events", json=events, timeout=30).raise_for_status()
-    api = ServerApi(server.url)
+    api = ApiClient(server.url)
     deadline = time.monotonic() + 30
     while True:  # the server's writer batches: wait until both outcomes are exported
         examples, counts = examples_from_export(api.export(tmp_path / "t.parquet"), DataConfig())

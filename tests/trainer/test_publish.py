@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import start_server
 from trainer.config import PublishConfig
 from trainer.publish import gate, publish, write_adapter
-from trainer.server_api import ServerApi
+from codeloop.api_client import ApiClient
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def gate_server(model_dir, tmp_path_factory):
 
 @pytest.fixture
 def api(gate_server):
-    client = ServerApi(gate_server.url)
+    client = ApiClient(gate_server.url)
     yield client
     client.close()
 

@@ -102,7 +102,7 @@ def test_nf4_qlora_path_runs_on_cpu_and_loads_on_full_precision_base(tiny_model,
 
 
 def test_training_examples_are_cut_where_the_server_heals_its_prompts():
-    from server.token_healing import heal
+    from codeloop.token_healing import heal
     from trainer.prompts import heal_aligned
 
     for prefix, middle in [("def f(x):\n", "    return x\n"), ("class A:\n    x = 1\n\n", "    def g(self):\n"),

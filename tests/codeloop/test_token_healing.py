@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.token_healing import heal, split_stops, still_rewriting, strip_removed
+from codeloop.token_healing import heal, split_stops, still_rewriting, strip_removed
 
 
 @pytest.mark.parametrize("prefix, prompt, removed", [

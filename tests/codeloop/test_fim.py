@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from server.fim import (
+from codeloop.fim import (
     TEMPLATES,
     FimTemplate,
     PromptBuild,
