@@ -76,44 +76,32 @@ def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callabl
 
 
 def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool, server: str | None, quiet: bool) -> None:
+    from codeloop.api_client import ApiClient
     from trainer import refresh as rf
-    from codeloop.api_client import ApiClient, ApiError
 
-    state_dir = settings.data_dir / "trainer"
+    need = settings.trainer.refresh
+
+    def starting(outcome: rf.RefreshOutcome) -> None:
+        if outcome.telemetry_note:
+            click.echo(f"codeloop: {outcome.telemetry_note}", err=True)
+        click.echo(f"refreshing: {outcome.commits} new commits, {outcome.accepted} new accepted suggestions")
+
+    def train(run_id: str) -> None:
+        _run(settings, settings.trainer, model_dir(settings), repos, run_id, server, None, quiet)
+
     try:
-        with rf.refresh_lock(state_dir):
-            state = rf.load_state(state_dir)
-            try:
-                commits = sum(rf.new_commits(r, state["repos"].get(str(r.resolve()))) for r in repos)
-                heads = {str(r.resolve()): rf.head(r) for r in repos}
-            except RuntimeError as exc:
-                _fail(f"{exc} (is it a git repository?)")
-            api = ApiClient(settings.trainer_server_url(server), token=settings.api_token)
-            accepted, newest = 0, state.get("telemetry_until")
-            try:
-                if api.reachable():
-                    export = state_dir / "refresh-export.parquet"
-                    try:
-                        api.export(export, since=rf.utc_from_iso(state.get("telemetry_until")))
-                        accepted, seen = rf.count_accepted(export)
-                    finally:
-                        export.unlink(missing_ok=True)  # everyone's code, only needed for the count
-                    newest = seen or newest
-            except ApiError as exc:
-                click.echo(f"codeloop: telemetry not counted: {exc}", err=True)
-            finally:
-                api.close()
-            need = settings.trainer.refresh
-            if not force and not rf.NewData(commits, accepted).enough(need):
-                click.echo(f"nothing to do: {commits} new commits (need {need.min_new_commits}) and {accepted} new "
-                           f"accepted suggestions (need {need.min_new_accepted}); --force runs anyway")
-                return
-            click.echo(f"refreshing: {commits} new commits, {accepted} new accepted suggestions")
-            run_id = "refresh-" + datetime.now().strftime("%Y%m%d-%H%M%S")
-            _run(settings, settings.trainer, model_dir(settings), repos, run_id, server, None, quiet)
-            rf.save_state(state_dir, {"repos": heads, "telemetry_until": newest, "last_run": run_id, "finished_at": rf.now_iso()})
+        with ApiClient(settings.trainer_server_url(server), token=settings.api_token) as api:
+            outcome = rf.refresh_once(settings.data_dir / "trainer", repos, api, need, force=force, train=train, starting=starting)
     except rf.RefreshBusy as exc:
         click.echo(f"codeloop: {exc}")
+        return
+    except RuntimeError as exc:
+        _fail(f"{exc} (is it a git repository?)")
+    if outcome.run_id is None:
+        if outcome.telemetry_note:
+            click.echo(f"codeloop: {outcome.telemetry_note}", err=True)
+        click.echo(f"nothing to do: {outcome.commits} new commits (need {need.min_new_commits}) and {outcome.accepted} new "
+                   f"accepted suggestions (need {need.min_new_accepted}); --force runs anyway")
 
 
 def _run(settings: Settings, cfg, model_dir: Path, repos: list[Path], run_id: str, server: str | None,

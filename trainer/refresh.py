@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+from codeloop.api_client import ApiClient, ApiError
 from feedback.rows import to_utc, utcnow
 from trainer.config import RefreshConfig
 
@@ -34,6 +35,54 @@ class NewData:
 
     def enough(self, config: RefreshConfig) -> bool:
         return self.commits >= config.min_new_commits or self.accepted >= config.min_new_accepted
+
+
+@dataclass
+class RefreshOutcome:
+    """What one refresh found and did (the CLI prints it)."""
+
+    commits: int  # new on the repositories' HEADs since the last successful run
+    accepted: int  # new accepted suggestions on the server since then
+    telemetry_note: str | None = None  # why accepted suggestions could not be counted
+    run_id: str | None = None  # the training run, when there was one
+    ran: bool = False  # the run finished and the state was saved
+
+
+def refresh_once(state_dir: Path, repos: list[Path], api: ApiClient, need: RefreshConfig, *, force: bool,
+                 train: Callable[[str], None], starting: Callable[[RefreshOutcome], None] = lambda o: None) -> RefreshOutcome:
+    """Under the lock: count what is new since the last successful run, and when it is enough
+    (or `force`), call `train(run_id)` and then save the state. Raises RefreshBusy when
+    another refresh holds the lock, RuntimeError for a repository git cannot read; whatever
+    `train` raises leaves the state as it was (the next refresh tries again)."""
+    with refresh_lock(state_dir):
+        state = load_state(state_dir)
+        commits = sum(new_commits(r, state["repos"].get(str(r.resolve()))) for r in repos)
+        heads = {str(r.resolve()): head(r) for r in repos}
+        outcome = RefreshOutcome(commits, 0)
+        newest = state.get("telemetry_until")
+        try:
+            if api.reachable():
+                outcome.accepted, newest = _count_new_accepted(api, state_dir, newest)
+        except ApiError as exc:
+            outcome.telemetry_note = f"telemetry not counted: {exc}"
+        if not force and not NewData(commits, outcome.accepted).enough(need):
+            return outcome
+        outcome.run_id = "refresh-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+        starting(outcome)
+        train(outcome.run_id)
+        save_state(state_dir, {"repos": heads, "telemetry_until": newest, "last_run": outcome.run_id, "finished_at": now_iso()})
+        outcome.ran = True
+        return outcome
+
+
+def _count_new_accepted(api: ApiClient, state_dir: Path, since: str | None) -> tuple[int, str | None]:
+    export = state_dir / "refresh-export.parquet"
+    try:
+        api.export(export, since=utc_from_iso(since))
+        accepted, seen = count_accepted(export)
+    finally:
+        export.unlink(missing_ok=True)  # everyone's code, only needed for the count
+    return accepted, seen or since
 
 
 @contextmanager
