@@ -10,9 +10,9 @@ import sys
 import click
 
 from codeloop import adapter_cli, auth_cli, eval_cli, telemetry_cli, trainer_cli
-from codeloop.settings import Settings, SettingsError, config_path, load_settings, source_of
 from codeloop.editor_setup import EDITORS
 from codeloop.fim import PREFIX_ONLY_NOTE
+from codeloop.settings import Settings, SettingsError, config_path, load_settings, source_of
 
 
 def _settings(**overrides) -> Settings:

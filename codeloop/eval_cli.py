@@ -31,7 +31,8 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
         """
         from trainer.heldout import held_out_lines
         from trainer.mining import MiningError
-        from trainer.repo_eval import BASE, format_report, report, run_eval
+        from codeloop.names import BASE
+        from trainer.repo_eval import format_report, report, run_eval
         from codeloop.api_client import ApiClient, ApiError
 
         settings = load()

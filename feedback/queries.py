@@ -12,10 +12,10 @@ import duckdb
 
 from .outcomes import OUTCOME_COLUMNS, created_bound, outcome_select, outcomes_sql, sql_timestamp
 from .rows import to_utc
+from codeloop.names import BASE
 
 GroupBy = Literal["adapter", "language", "client", "day"]
 # The base model has no adapter (NULL); in filters it is named "base", as in the API.
-BASE_ADAPTER = "base"
 _GROUP_KEYS: dict[str, str] = {
     "adapter": "adapter",
     "language": "language",
@@ -92,7 +92,7 @@ def acceptance(
     if until is not None:
         where.append(f"o.created_at < {sql_timestamp(until)}")
     params: list[Any] = []
-    if adapter == BASE_ADAPTER:
+    if adapter == BASE:
         where.append("o.adapter IS NULL")
     elif adapter is not None:
         where.append("o.adapter = ?")

@@ -14,7 +14,7 @@ from pygls.protocol import LanguageServerProtocol
 
 from lsp.client import ServerClient
 from lsp.completion import Answer, Completer, Selected
-from lsp.config import ConfigError, LspConfig
+from lsp.config import LspConfig
 from lsp.documents import DocumentError, DocumentStore, clean_text
 from lsp.events import EventSender
 from lsp.spool import EventSpool

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from codeloop.names import BASE
 from lsp.client import ServerClient, ServerUnavailable
 
-BASE = "base"
 
 
 async def server_status(client: ServerClient, now: datetime | None = None) -> dict:

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from codeloop.names import BASE
 from server.engines import Engine, EngineError, EngineUnavailable, LoraLimits
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[0-9]{1,9})?$")
@@ -219,10 +220,10 @@ class AdapterRegistry:
         """The adapter a request runs with: the named one, else the live one (None = base model)."""
         if requested is None:
             return self.live
-        if requested in ("base", self.engine.model_name):
+        if requested in (BASE, self.engine.model_name):
             return None
         if requested not in self.records:
-            known = ", ".join(["base", *sorted(self.records)])
+            known = ", ".join([BASE, *sorted(self.records)])
             raise AdapterError(404, f"unknown adapter {requested!r}; loaded: {known}")
         return requested
 
@@ -250,9 +251,9 @@ class AdapterRegistry:
 
     async def promote(self, name: str) -> None:
         async with self._lock:
-            if name not in self.records and name != "base":
+            if name not in self.records and name != BASE:
                 raise AdapterError(404, f"unknown adapter {name!r}")
-            self.live = None if name == "base" else name
+            self.live = None if name == BASE else name
             if self.live:
                 # The trainer adds its held-out figures and gate to codeloop.json after loading
                 # the adapter to evaluate it: show what the file says now (the FIM template

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from codeloop.fim import PREFIX_ONLY_NOTE
 from server.adapters import AdapterError, AdapterRegistry
 from server.api import adapters as adapters_api
 from server.api import completions as completions_api
@@ -22,7 +23,6 @@ from server.api.adapters import adapter_list
 from server.auth import USER_RESPONSES, require_user
 from server.browser_guard import BrowserGuard, HostPolicy
 from server.completions import CompletionService, RequestError
-from codeloop.fim import PREFIX_ONLY_NOTE
 from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, engine_choice, make_engine
 from server.limits import RequestBodyGuard

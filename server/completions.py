@@ -7,12 +7,13 @@ import uuid
 from dataclasses import replace
 from functools import partial
 
+from codeloop.fim import FimTemplate, build_prompt, get_template
+from codeloop.names import BASE
+from codeloop.token_healing import Healed, heal, split_stops, still_rewriting, strip_removed
 from server.adapters import AdapterRegistry
 from server.engines import Completion, Engine, EngineBusy, GenerationParams
-from codeloop.fim import FimTemplate, build_prompt, get_template
 from server.metrics import ServerMetrics
 from server.postprocess import block_ended, postprocess, wants_multiline
-from codeloop.token_healing import Healed, heal, split_stops, still_rewriting, strip_removed
 from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
 
 
@@ -95,7 +96,7 @@ class CompletionService:
                                       self.settings.max_prompt_tokens, self.settings.suffix_share)
                 result = await self._generate(prompt.text, params, adapter)
         except asyncio.CancelledError:  # the client went away; the engine has stopped
-            self.metrics.completions.labels(adapter or "base", "cancelled").inc()
+            self.metrics.completions.labels(adapter or BASE, "cancelled").inc()
             raise
         finally:
             self._in_flight -= 1
@@ -170,7 +171,7 @@ class CompletionService:
         return await self.engine.complete(text, params, adapter)
 
     def _observe(self, result, adapter: str | None) -> None:
-        label = adapter or "base"
+        label = adapter or BASE
         m = self.metrics
         m.engine_seconds.labels(label).observe(result.engine_ms / 1000)
         m.queue_seconds.observe(result.queue_ms / 1000)

@@ -16,6 +16,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from codeloop.names import BASE
 from feedback import queries, stats
 from server.adapters import AdapterError, AdapterRegistry
 
@@ -106,12 +107,12 @@ class ExperimentManager:
         if len(arms) < 2:
             raise ExperimentError(422, "an experiment needs at least two arms, e.g. {\"team-py@6\": 50, \"team-py@7\": 50}")
         for arm, weight in arms.items():
-            if arm != "base" and arm not in self.registry.records:
+            if arm != BASE and arm not in self.registry.records:
                 raise ExperimentError(404, f"arm {arm!r} is not a loaded adapter; load it first (POST /v1/adapters)")
             if not weight > 0:
                 raise ExperimentError(422, f"arm {arm!r} has weight {weight}; weights must be positive")
         if control is None:
-            control = self.registry.live if self.registry.live in arms else ("base" if "base" in arms else sorted(arms)[0])
+            control = self.registry.live if self.registry.live in arms else (BASE if BASE in arms else sorted(arms)[0])
         if control not in arms:
             raise ExperimentError(422, f"control {control!r} is not one of the arms {sorted(arms)}")
         if not 0 < alpha < 0.5:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from codeloop.api_client import ApiClient, ApiError
+from codeloop.names import BASE
 from trainer.config import TrainerSettings
 from trainer.dataset import SplitData, data_hash, load_examples, save_dataset, split_by_time
-from codeloop.api_client import ApiClient, ApiError
 
 
 @dataclass
@@ -111,7 +112,7 @@ def _evaluate_and_publish(cfg: TrainerSettings, api: ApiClient, state: dict, nam
     candidate is registered (hot-loaded) to be asked, and unloaded again if it is not kept."""
     from trainer.heldout import held_out_lines
     from trainer.publish import publish
-    from trainer.repo_eval import BASE, gate_results, gate_table
+    from trainer.repo_eval import gate_results, gate_table
 
     since = datetime.fromtimestamp(split.holdout_from, timezone.utc).isoformat()
     lines = []
@@ -123,7 +124,7 @@ def _evaluate_and_publish(cfg: TrainerSettings, api: ApiClient, state: dict, nam
             pass  # no held-out lines in this repository: the others may have some
     lines = lines[: cfg.eval.max_examples]
     api.register(name, folder)
-    models = {"base": BASE}
+    models = {BASE: BASE}
     if state.get("live"):
         models["live"] = state["live"]
     models["candidate"] = name
@@ -144,7 +145,7 @@ def _evaluate_here(cfg: TrainerSettings, paths: RunPaths, tokenizer: Any, model_
     from trainer.prompts import serving_template
 
     vocab = tokenizer.get_vocab()
-    candidates = [Candidate("base", None, serving_template(None, model_type, vocab, paths.serving_fim_template)),
+    candidates = [Candidate(BASE, None, serving_template(None, model_type, vocab, paths.serving_fim_template)),
                   Candidate("candidate", Path(trained.adapter_dir), template)]
     echo(f"evaluating base, candidate in this process on {min(len(split.eval), cfg.eval.max_examples)} held-out examples")
     results = evaluate(paths.model_dir, tokenizer, candidates, split.eval, cfg.eval, cfg.data, progress=progress)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.config import PublishConfig
 from codeloop.api_client import ApiClient
+from codeloop.names import BASE
+from trainer.config import PublishConfig
 from trainer.significance import PairedComparison, compare_paired
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -83,8 +84,8 @@ def gate(results: dict[str, dict[str, Any]], config: PublishConfig, live: str | 
     results[label]["per_example"] = {"exact_match_line": [bool...], "edit_sim_line": [float...]},
     in the same example order for every label.
     """
-    label = "live" if "live" in results else "base"
-    model = (live or "live") if label == "live" else "base"
+    label = "live" if "live" in results else BASE
+    model = (live or "live") if label == "live" else BASE
     base, cand = _per_example(results, label), _per_example(results, "candidate")
     n = len(base["exact_match_line"])
     if len(cand["exact_match_line"]) != n:
@@ -150,7 +151,7 @@ def publish(api: ApiClient, name: str, folder: Path, live: str | None, results: 
         api.promote(name)
         return Decision("promoted", result.reason, gate=verdict)
     if action == "experiment":
-        control = live or "base"
+        control = live or BASE
         share = config.experiment_share
         exp = api.start_experiment(f"{name} vs {control}", {name: share, control: 1.0 - share}, control)
         return Decision("experiment", f"A/B test started against {control}; {result.reason}", exp.get("id"), gate=verdict)

@@ -15,12 +15,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from codeloop.api_client import ApiClient
+from codeloop.names import BASE
 from trainer.evaluate import edit_similarity
 from trainer.heldout import HeldOutLine
-from codeloop.api_client import ApiClient
 from trainer.significance import bootstrap_mean_ci, compare_paired
 
-BASE = "base"
 EVAL_CLIENT = "codeloop-eval"  # the `client` of eval requests in telemetry, to tell them apart
 
 
