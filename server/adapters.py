@@ -17,18 +17,15 @@ from pathlib import Path
 
 from codeloop.names import BASE
 from server.engines import Engine, EngineError, EngineUnavailable, LoraLimits
+from server.errors import DomainError, Problem
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[0-9]{1,9})?$")
 # Loading a pickle runs code, so only safetensors weights are accepted.
 WEIGHTS_FILE = "adapter_model.safetensors"
 
 
-class AdapterError(Exception):
-    """A request about adapters cannot be honoured; `status` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+class AdapterError(DomainError):
+    """A request about adapters cannot be honoured; `problem` says why (server/errors.py)."""
 
 
 @dataclass
@@ -60,49 +57,49 @@ def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_n
                      limits: LoraLimits = LoraLimits()) -> AdapterRecord:
     """Check everything that can be checked before the engine sees the folder."""
     if not NAME_PATTERN.match(name):
-        raise AdapterError(422, f"bad adapter name {name!r}: use letters, digits, '.', '_', '-' and an optional '@VERSION', e.g. 'team-py@7'")
+        raise AdapterError(Problem.INVALID, f"bad adapter name {name!r}: use letters, digits, '.', '_', '-' and an optional '@VERSION', e.g. 'team-py@7'")
     root = adapters_dir.resolve()
     folder = Path(path)
     if not folder.is_absolute():
         folder = root / folder
     folder = folder.resolve()  # follows links: the real folder must be inside adapters_dir
     if folder != root and root not in folder.parents:
-        raise AdapterError(403, f"{path} is outside the adapter directory {root}; copy the adapter there first")
+        raise AdapterError(Problem.FORBIDDEN, f"{path} is outside the adapter directory {root}; copy the adapter there first")
     if not folder.is_dir():
-        raise AdapterError(404, f"no adapter folder at {folder}")
+        raise AdapterError(Problem.NOT_FOUND, f"no adapter folder at {folder}")
     config_file = folder / "adapter_config.json"
     if not config_file.is_file():
-        raise AdapterError(422, f"{folder} has no adapter_config.json: is it a PEFT adapter folder?")
+        raise AdapterError(Problem.INVALID, f"{folder} has no adapter_config.json: is it a PEFT adapter folder?")
     if not (folder / WEIGHTS_FILE).is_file():
         pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
         hint = f" (found {', '.join(pickles)}: pickled weights are refused because loading them runs code)" if pickles else ""
-        raise AdapterError(422, f"{folder} has no {WEIGHTS_FILE}{hint}")
+        raise AdapterError(Problem.INVALID, f"{folder} has no {WEIGHTS_FILE}{hint}")
     links = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_symlink())
     if links:  # a link could point anywhere, and change after the sha256 was taken
-        raise AdapterError(422, f"{folder} holds links ({', '.join(links[:5])}); copy the files in instead")
+        raise AdapterError(Problem.INVALID, f"{folder} holds links ({', '.join(links[:5])}); copy the files in instead")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     if size > max_bytes:
-        raise AdapterError(413, f"adapter folder is {size / 2**20:.0f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB (setting adapter_max_mb)")
+        raise AdapterError(Problem.TOO_LARGE, f"adapter folder is {size / 2**20:.0f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB (setting adapter_max_mb)")
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError) as exc:
-        raise AdapterError(422, f"adapter_config.json is not valid JSON: {exc}") from None
+        raise AdapterError(Problem.INVALID, f"adapter_config.json is not valid JSON: {exc}") from None
     if config.get("peft_type") != "LORA":
-        raise AdapterError(422, f"only LoRA adapters are served; this one has peft_type={config.get('peft_type')!r}")
+        raise AdapterError(Problem.INVALID, f"only LoRA adapters are served; this one has peft_type={config.get('peft_type')!r}")
     if config.get("modules_to_save"):
-        raise AdapterError(422, "adapters with modules_to_save are refused (vLLM cannot serve them); keep adapters LoRA-only")
+        raise AdapterError(Problem.INVALID, "adapters with modules_to_save are refused (vLLM cannot serve them); keep adapters LoRA-only")
     _check_config_keys(config)
     base = str(config.get("base_model_name_or_path") or "")
     if not _same_model(base, model_name, model_dir):
-        raise AdapterError(422, f"adapter was trained on {base!r}, but this server serves {model_name!r}")
+        raise AdapterError(Problem.INVALID, f"adapter was trained on {base!r}, but this server serves {model_name!r}")
     rank, targets = _check_lora_shape(config, limits)
     meta_file = folder / "codeloop.json"
     try:
         metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     except (OSError, ValueError) as exc:
-        raise AdapterError(422, f"codeloop.json is not valid JSON: {exc}") from None
+        raise AdapterError(Problem.INVALID, f"codeloop.json is not valid JSON: {exc}") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("fim_template", ""), (str, type(None))):
-        raise AdapterError(422, "codeloop.json must be an object whose fim_template, if any, is a template name")
+        raise AdapterError(Problem.INVALID, "codeloop.json must be an object whose fim_template, if any, is a template name")
     return AdapterRecord(
         name=name,
         path=str(folder),
@@ -130,10 +127,10 @@ _CONFIG_KEYS_WITH_VALUES = frozenset({
 def _check_config_keys(config: dict) -> None:
     refused = sorted(k for k, v in config.items() if k not in _CONFIG_KEYS_WITH_VALUES and v not in (None, False, {}, [], ""))
     if refused:
-        raise AdapterError(422, f"adapter_config.json sets {', '.join(refused)}: refused (only plain LoRA weights are "
+        raise AdapterError(Problem.INVALID, f"adapter_config.json sets {', '.join(refused)}: refused (only plain LoRA weights are "
                                 "served; these would change the shared base model or are not supported by every engine)")
     if config.get("bias", "none") != "none":
-        raise AdapterError(422, "adapter_config.json: bias must be 'none' (trained biases would change the shared base model)")
+        raise AdapterError(Problem.INVALID, "adapter_config.json: bias must be 'none' (trained biases would change the shared base model)")
 
 
 def _check_lora_shape(config: dict, limits: LoraLimits) -> tuple[int, list[str]]:
@@ -141,26 +138,26 @@ def _check_lora_shape(config: dict, limits: LoraLimits) -> tuple[int, list[str]]
     try:
         ranks = [int(config.get("r") or 0), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
     except (TypeError, ValueError, AttributeError):
-        raise AdapterError(422, "adapter_config.json: 'r' and 'rank_pattern' must be integers") from None
+        raise AdapterError(Problem.INVALID, "adapter_config.json: 'r' and 'rank_pattern' must be integers") from None
     rank = max(ranks)
     if rank < 1:
-        raise AdapterError(422, "adapter_config.json has no LoRA rank 'r' >= 1")
+        raise AdapterError(Problem.INVALID, "adapter_config.json has no LoRA rank 'r' >= 1")
     if limits.max_rank is not None and rank > limits.max_rank:
-        raise AdapterError(422, f"adapter rank {rank} is over this engine's limit of {limits.max_rank} (setting max_lora_rank; "
+        raise AdapterError(Problem.INVALID, f"adapter rank {rank} is over this engine's limit of {limits.max_rank} (setting max_lora_rank; "
                                 "vLLM servers need --max-lora-rank at least as high); train with a smaller r")
     targets = config.get("target_modules")
     if isinstance(targets, str):
         # PEFT's "all-linear" or a regular expression: the layers are only known once applied.
         if limits.target_modules is not None and targets != "all-linear":
-            raise AdapterError(422, f"target_modules is the pattern {targets!r}; list the module names so they can be "
+            raise AdapterError(Problem.INVALID, f"target_modules is the pattern {targets!r}; list the module names so they can be "
                                     f"checked against what this engine supports: {sorted(limits.target_modules)}")
         return rank, [targets]
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-        raise AdapterError(422, "adapter_config.json: target_modules must be a non-empty list of module names")
+        raise AdapterError(Problem.INVALID, "adapter_config.json: target_modules must be a non-empty list of module names")
     if limits.target_modules is not None:
         unsupported = sorted({t.rsplit(".", 1)[-1] for t in targets} - limits.target_modules)
         if unsupported:
-            raise AdapterError(422, f"this engine cannot apply LoRA to {unsupported}; it supports {sorted(limits.target_modules)}")
+            raise AdapterError(Problem.INVALID, f"this engine cannot apply LoRA to {unsupported}; it supports {sorted(limits.target_modules)}")
     return rank, sorted(targets)
 
 
@@ -198,7 +195,7 @@ class AdapterRegistry:
             folder = Path(record.path)
             try:
                 if hash_folder(folder) != record.sha256:
-                    raise AdapterError(409, "its files changed since it was registered (sha256 differs)")
+                    raise AdapterError(Problem.CONFLICT, "its files changed since it was registered (sha256 differs)")
                 await self.engine.load_adapter(record.name, folder)
             except (OSError, AdapterError, EngineError) as exc:
                 problems.append(f"adapter {record.name} not restored: {exc}")
@@ -224,27 +221,27 @@ class AdapterRegistry:
             return None
         if requested not in self.records:
             known = ", ".join([BASE, *sorted(self.records)])
-            raise AdapterError(404, f"unknown adapter {requested!r}; loaded: {known}")
+            raise AdapterError(Problem.NOT_FOUND, f"unknown adapter {requested!r}; loaded: {known}")
         return requested
 
     async def register(self, name: str, path: str) -> AdapterRecord:
         async with self._lock:
             if name in self.records:
-                raise AdapterError(409, f"adapter {name!r} already exists; names are immutable versions, register a new one such as '{_next_version(name)}'")
+                raise AdapterError(Problem.CONFLICT, f"adapter {name!r} already exists; names are immutable versions, register a new one such as '{_next_version(name)}'")
             record = validate_adapter(
                 name, path, adapters_dir=self.adapters_dir, model_name=self.engine.model_name,
                 model_dir=self.engine.model_dir, max_bytes=self.max_bytes, limits=getattr(self.engine, "lora_limits", LoraLimits()),
             )
             if self.retired.get(name, record.sha256) != record.sha256:
-                raise AdapterError(409, f"adapter name {name!r} was used before for other weights (sha256 "
+                raise AdapterError(Problem.CONFLICT, f"adapter name {name!r} was used before for other weights (sha256 "
                                         f"{self.retired[name][:12]}…); names are immutable versions: register these "
                                         f"as '{_next_version(name)}'")
             try:
                 await self.engine.load_adapter(name, Path(record.path))
             except EngineUnavailable as exc:  # nothing wrong with the adapter: try again later
-                raise AdapterError(503, str(exc)) from None
+                raise AdapterError(Problem.UNAVAILABLE, str(exc)) from None
             except EngineError as exc:
-                raise AdapterError(422, str(exc)) from None
+                raise AdapterError(Problem.INVALID, str(exc)) from None
             self.records[name] = record
             self._save()
             return record
@@ -252,7 +249,7 @@ class AdapterRegistry:
     async def promote(self, name: str) -> None:
         async with self._lock:
             if name not in self.records and name != BASE:
-                raise AdapterError(404, f"unknown adapter {name!r}")
+                raise AdapterError(Problem.NOT_FOUND, f"unknown adapter {name!r}")
             self.live = None if name == BASE else name
             if self.live:
                 # The trainer adds its held-out figures and gate to codeloop.json after loading
@@ -268,11 +265,11 @@ class AdapterRegistry:
     async def unload(self, name: str, *, in_use: set[str] = frozenset()) -> None:
         async with self._lock:
             if name not in self.records:
-                raise AdapterError(404, f"unknown adapter {name!r}")
+                raise AdapterError(Problem.NOT_FOUND, f"unknown adapter {name!r}")
             if name == self.live:
-                raise AdapterError(409, f"adapter {name!r} is live; promote another adapter (or 'base') first")
+                raise AdapterError(Problem.CONFLICT, f"adapter {name!r} is live; promote another adapter (or 'base') first")
             if name in in_use:
-                raise AdapterError(409, f"adapter {name!r} is an arm of a running experiment; stop it first")
+                raise AdapterError(Problem.CONFLICT, f"adapter {name!r} is an arm of a running experiment; stop it first")
             # Removed from the registry first: no new request can pick it, and requests that
             # already did are ahead of the unload in the engine's queue.
             record = self.records.pop(name)

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codeloop.fim import PREFIX_ONLY_NOTE
-from server.adapters import AdapterError, AdapterRegistry
+from server.adapters import AdapterRegistry
 from server.api import adapters as adapters_api
 from server.api import completions as completions_api
 from server.api import experiments as experiments_api
@@ -22,9 +22,10 @@ from server.api import telemetry as telemetry_api
 from server.api.adapters import adapter_list
 from server.auth import USER_RESPONSES, require_user
 from server.browser_guard import BrowserGuard, HostPolicy
-from server.completions import CompletionService, RequestError
+from server.completions import CompletionService
 from server.dashboard import render_home
 from server.engines import Engine, EngineBusy, EngineError, engine_choice, make_engine
+from server.errors import DomainError, Refused
 from server.limits import RequestBodyGuard
 from server.metrics import RequestMetrics, ServerMetrics
 from server.ratelimit import RateLimiter, retry_after_header
@@ -179,12 +180,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(AdapterError)
-    async def adapter_error(request: Request, exc: AdapterError):
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError):  # adapters, experiments, events
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    @app.exception_handler(RequestError)
-    async def request_error(request: Request, exc: RequestError):
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused):
         headers = None if exc.retry_after is None else {"Retry-After": retry_after_header(exc.retry_after)}
         return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
 

@@ -12,19 +12,10 @@ from codeloop.names import BASE
 from codeloop.token_healing import Healed, heal, split_stops, still_rewriting, strip_removed
 from server.adapters import AdapterRegistry
 from server.engines import Completion, Engine, EngineBusy, GenerationParams
+from server.errors import Refused
 from server.metrics import ServerMetrics
 from server.postprocess import block_ended, postprocess, wants_multiline
 from server.schemas import Choice, CompletionRequest, CompletionResponse, Timings, Usage
-
-
-class RequestError(Exception):
-    """The request is well-formed JSON but cannot be served as asked (HTTP `status`);
-    `retry_after` (seconds) when asking again later will work."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
 
 class CompletionService:
@@ -50,7 +41,7 @@ class CompletionService:
         started = time.monotonic()
         max_tokens = req.max_tokens or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
-            raise RequestError(422, f"max_tokens={max_tokens} is over this server's limit of {self.settings.max_tokens_limit}")
+            raise Refused(422, f"max_tokens={max_tokens} is over this server's limit of {self.settings.max_tokens_limit}")
         if req.segments is not None:
             prefix, suffix, language = req.segments.prefix, req.segments.suffix, req.segments.language
         else:

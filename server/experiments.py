@@ -18,12 +18,13 @@ from datetime import datetime, timezone
 
 from codeloop.names import BASE
 from feedback import queries, stats
-from server.adapters import AdapterError, AdapterRegistry
+from server.adapters import AdapterRegistry
+from server.errors import DomainError, Problem
 
 
 
-class ExperimentError(AdapterError):
-    """An experiment request cannot be honoured (same shape as adapter errors: status + message)."""
+class ExperimentError(DomainError):
+    """An experiment request cannot be honoured; `problem` says why (server/errors.py)."""
 
 
 @dataclass
@@ -105,29 +106,29 @@ class ExperimentManager:
 
     async def start(self, name: str, arms: dict[str, float], control: str | None, users: list[str] | None, alpha: float) -> Experiment:
         if len(arms) < 2:
-            raise ExperimentError(422, "an experiment needs at least two arms, e.g. {\"team-py@6\": 50, \"team-py@7\": 50}")
+            raise ExperimentError(Problem.INVALID, "an experiment needs at least two arms, e.g. {\"team-py@6\": 50, \"team-py@7\": 50}")
         for arm, weight in arms.items():
             if arm != BASE and arm not in self.registry.records:
-                raise ExperimentError(404, f"arm {arm!r} is not a loaded adapter; load it first (POST /v1/adapters)")
+                raise ExperimentError(Problem.NOT_FOUND, f"arm {arm!r} is not a loaded adapter; load it first (POST /v1/adapters)")
             if not weight > 0:
-                raise ExperimentError(422, f"arm {arm!r} has weight {weight}; weights must be positive")
+                raise ExperimentError(Problem.INVALID, f"arm {arm!r} has weight {weight}; weights must be positive")
         if control is None:
             control = self.registry.live if self.registry.live in arms else (BASE if BASE in arms else sorted(arms)[0])
         if control not in arms:
-            raise ExperimentError(422, f"control {control!r} is not one of the arms {sorted(arms)}")
+            raise ExperimentError(Problem.INVALID, f"control {control!r} is not one of the arms {sorted(arms)}")
         if not 0 < alpha < 0.5:
-            raise ExperimentError(422, f"alpha={alpha} must be between 0 and 0.5")
+            raise ExperimentError(Problem.INVALID, f"alpha={alpha} must be between 0 and 0.5")
         exp = Experiment(id=_new_id(name), name=name, arms=dict(arms), control=control, users=users, alpha=alpha)
         for other in self.running():
             if exp.overlaps(other):
-                raise ExperimentError(409, f"experiment {other.id!r} is running for some of the same users; stop it first or give disjoint 'users'")
+                raise ExperimentError(Problem.CONFLICT, f"experiment {other.id!r} is running for some of the same users; stop it first or give disjoint 'users'")
         self.experiments[exp.id] = exp
         await self._save(exp)
         return exp
 
     def get(self, exp_id: str) -> Experiment:
         if exp_id not in self.experiments:
-            raise ExperimentError(404, f"no experiment {exp_id!r}; GET /v1/experiments lists them")
+            raise ExperimentError(Problem.NOT_FOUND, f"no experiment {exp_id!r}; GET /v1/experiments lists them")
         return self.experiments[exp_id]
 
     async def report(self, exp_id: str) -> dict:
@@ -160,14 +161,14 @@ class ExperimentManager:
     async def stop(self, exp_id: str, promote: str | None) -> Experiment:
         exp = self.get(exp_id)
         if exp.status != "running":
-            raise ExperimentError(409, f"experiment {exp_id!r} is already {exp.status}")
+            raise ExperimentError(Problem.CONFLICT, f"experiment {exp_id!r} is already {exp.status}")
         if promote == "winner":
             promote = (await self.report(exp_id)).get("winner")
             if promote is None:
-                raise ExperimentError(409, "no arm has won yet (the sequential test has not decided); stop without promoting, or name the adapter")
+                raise ExperimentError(Problem.CONFLICT, "no arm has won yet (the sequential test has not decided); stop without promoting, or name the adapter")
         if promote is not None:
             if promote not in exp.arms:
-                raise ExperimentError(422, f"{promote!r} is not an arm of {exp_id!r}")
+                raise ExperimentError(Problem.INVALID, f"{promote!r} is not an arm of {exp_id!r}")
             await self.registry.promote(promote)
             exp.winner = promote
         exp.status, exp.stopped_at = "stopped", time.time()

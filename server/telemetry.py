@@ -17,20 +17,20 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
+from server.errors import DomainError, Problem
 from server.metrics import ServerMetrics
 from server.schemas import CompletionRequest, CompletionResponse, Event
 
 log = logging.getLogger("codeloop.telemetry")
 
 
-class EventError(Exception):
-    """Some events of a batch are impossible (`status` 422) or not the sender's to report
-    (403); nothing of the batch was stored."""
+class EventError(DomainError):
+    """Some events of a batch are impossible (Problem.INVALID) or not the sender's to report
+    (Problem.FORBIDDEN); nothing of the batch was stored."""
 
-    def __init__(self, problems: list[str], status: int = 422):
-        super().__init__("; ".join(problems))
+    def __init__(self, problems: list[str], problem: Problem = Problem.INVALID):
+        super().__init__(problem, "; ".join(problems))
         self.problems = problems
-        self.status = status
 
 
 class Telemetry:
@@ -101,7 +101,7 @@ class Telemetry:
                   if owners.get(e.completion_id, owner) != owner]
         if others:
             raise EventError([f"{where}: that completion was made for another user; a token may report only "
-                              "what became of its own user's suggestions" for where in others], status=403)
+                              "what became of its own user's suggestions" for where in others], Problem.FORBIDDEN)
 
     def validate(self, events: list[Event]) -> list[dict]:
         """Rows for the writer, or EventError naming every impossible event."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from server.auth import principal_of
-from server.completions import RequestError
+from server.errors import Refused
 from server.schemas import (
     BODY_REFUSALS, WRITE_REFUSALS, CompletionRequest, CompletionResponse, Error, ModelCard, ModelList, refusals,
 )
@@ -32,7 +32,7 @@ async def create_completion(body: CompletionRequest, request: Request):
     wait = request.app.state.rate_limiter.acquire(body.user or _client_address(request))
     if wait:
         request.app.state.metrics.rate_limited.inc()
-        raise RequestError(429, f"too many completion requests from this user; retry in {wait:.1f} s "
+        raise Refused(429, f"too many completion requests from this user; retry in {wait:.1f} s "
                                 "(settings rate_limit_per_minute, rate_limit_burst)", retry_after=wait)
     # The engine work runs as a task so that a client that hangs up cancels it: the engine
     # then stops within a token or two instead of finishing for nobody.

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from server.auth import ADMIN_RESPONSES, require_admin
-from server.completions import RequestError
+from server.errors import Refused
 from server.schemas import BODY_REFUSALS, WRITE_REFUSALS, Error, ExperimentStart, ExperimentStop, refusals
 
 router = APIRouter()
@@ -15,7 +15,7 @@ TELEMETRY_OFF = {409: {"model": Error, "description": "experiments need telemetr
 def _manager(request: Request):
     manager = request.app.state.experiments
     if manager is None:
-        raise RequestError(409, "experiments need telemetry, which is off on this server (setting telemetry = false)")
+        raise Refused(409, "experiments need telemetry, which is off on this server (setting telemetry = false)")
     return manager
 
 

@@ -5,12 +5,11 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse
 
 from feedback import copies
 from server.api.telemetry import telemetry_of
 from server.auth import ADMIN_RESPONSES, require_admin
-from server.completions import RequestError
+from server.errors import Refused
 from server.schemas import WRITE_REFUSALS, Error, UserForgotten, refusals
 
 router = APIRouter()
@@ -37,11 +36,10 @@ async def forget_user(request: Request, user: str = Path(..., min_length=1, max_
     try:
         forgotten = await asyncio.wrap_future(telemetry.writer.forget_user(user))
     except Exception as exc:  # the database cannot be written now; nothing was deleted
-        return JSONResponse({"error": f"telemetry store unavailable, nothing deleted; retry later ({exc})"},
-                            status_code=503, headers={"Retry-After": "5"})
+        raise Refused(503, f"telemetry store unavailable, nothing deleted; retry later ({exc})", retry_after=5) from None
     examples = await asyncio.to_thread(copies.forget_user, state.data_dir, user)
     if not (forgotten.completions or forgotten.experiments or examples):
-        raise RequestError(404, f"no telemetry recorded for user {user!r}, nothing deleted; give the pseudonym "
+        raise Refused(404, f"no telemetry recorded for user {user!r}, nothing deleted; give the pseudonym "
                                 "exactly as recorded (the user_id column of `codeloop logs --json`)")
     # Only when the database changed: rewriting it is a pause for every writer.
     compacted = await _compact(telemetry.writer) if forgotten.completions or forgotten.experiments else None

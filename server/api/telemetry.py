@@ -12,14 +12,14 @@ from typing import Literal
 
 import duckdb
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.background import BackgroundTask
 
 from feedback import export, queries
 from feedback.writer import TelemetryWriteError
 from server.auth import ADMIN_RESPONSES, principal_of, require_admin
-from server.completions import RequestError
+from server.errors import Refused
 from server.schemas import (BODY_REFUSALS, MAX_EVENTS_PER_BATCH, WRITE_REFUSALS, Error, Event, EventBatch, EventsStored,
                             events_body_schema, refusals)
 from server.telemetry import EventError
@@ -38,7 +38,7 @@ MAX_OFFSET = 2**63 - 1  # DuckDB's BIGINT: a larger OFFSET was a 500
 def telemetry_of(request: Request):
     telemetry = request.app.state.telemetry
     if telemetry is None:
-        raise RequestError(409, "telemetry is off on this server (setting telemetry = false)")
+        raise Refused(409, "telemetry is off on this server (setting telemetry = false)")
     return telemetry
 
 
@@ -51,24 +51,24 @@ async def post_events(request: Request):
     try:
         body = json.loads(await request.body())
     except ValueError as exc:
-        raise RequestError(422, f"the body is not JSON: {exc}") from None
+        raise Refused(422, f"the body is not JSON: {exc}") from None
     shape = _BATCH if isinstance(body, dict) and "events" in body else _LIST if isinstance(body, list) else _ONE
     try:
         parsed = shape.validate_python(body)
     except ValidationError as exc:
-        raise RequestError(422, _describe(exc)) from None
+        raise Refused(422, _describe(exc)) from None
     events = parsed.events if isinstance(parsed, EventBatch) else parsed if isinstance(parsed, list) else [parsed]
     if not events or len(events) > MAX_EVENTS_PER_BATCH:
-        raise RequestError(422, f"send 1 to {MAX_EVENTS_PER_BATCH} events per request (got {len(events)})")
+        raise Refused(422, f"send 1 to {MAX_EVENTS_PER_BATCH} events per request (got {len(events)})")
     principal = principal_of(request)
     # A user token reports only its own suggestions' fate; an admin token (a relay) any.
     owner = principal.user if principal is not None and not principal.admin else None
     try:
         stored = await telemetry.record_events(events, owner)
     except EventError as exc:
-        raise RequestError(exc.status, "nothing stored: " + str(exc)) from None
+        raise Refused(exc.status, "nothing stored: " + str(exc)) from None  # the status its Problem maps to
     except Exception as exc:  # the commit failed (disk full, I/O error): the client must retry
-        return JSONResponse({"error": f"telemetry store unavailable, nothing stored; retry later ({exc})"}, status_code=503, headers={"Retry-After": "5"})
+        raise Refused(503, f"telemetry store unavailable, nothing stored; retry later ({exc})", retry_after=5) from None
     request.app.state.metrics.events.inc(len(events))
     return EventsStored(received=len(events), stored=stored)
 
@@ -85,7 +85,7 @@ async def _read(request: Request, query, *args):
         return await asyncio.to_thread(run)
     except (TelemetryWriteError, duckdb.ConnectionException, duckdb.FatalException, duckdb.IOException) as exc:
         # The writer is reopening the database after a fatal I/O error (e.g. a full disk).
-        raise RequestError(503, f"telemetry database unavailable, retry later: {exc}") from None
+        raise Refused(503, f"telemetry database unavailable, retry later: {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -117,8 +117,9 @@ def test_an_answer_cut_short_never_ends_in_half_a_statement(server):
 
 def test_a_latency_budget_answers_with_what_was_generated_in_time(server):
     """max_latency_ms=1 runs out while the prompt is read: one token comes back, the first
-    of the unhurried answer; a budget under 1 ms is refused."""
-    body = {"segments": {"prefix": "def add(a, b):\n    ", "suffix": "", "language": "python"}, "max_tokens": 24, "postprocess": False}
+    of the unhurried answer; a budget under 1 ms is refused. (The prompt ends after a
+    bracket, where token healing leaves it as it is: the one token is the answer's.)"""
+    body = {"segments": {"prefix": "def add(a, b):\n    return (", "suffix": "", "language": "python"}, "max_tokens": 24, "postprocess": False}
     hurried = complete(server, {**body, "max_latency_ms": 1}).json()
     unhurried = complete(server, body).json()
     assert hurried["usage"]["completion_tokens"] == 1 and hurried["choices"][0]["finish_reason"] == "length"
