@@ -181,8 +181,9 @@ def test_a_multi_line_suggestion_stops_once_its_block_has_ended(vllm_server):
 
 def test_a_latency_budget_answers_with_what_was_generated_in_time(vllm_server):
     """max_latency_ms=1 is spent before the first token: the engine stops (aborts in vLLM) at
-    the first text it gets, which starts the unhurried answer."""
-    body = {"segments": {"prefix": "def add(a, b):\n    ", "suffix": "", "language": "python"}, "max_tokens": 40,
+    the first text it gets, which starts the unhurried answer. (The prompt ends after a bracket,
+    where token healing leaves it as it is: the first tokens are the answer's.)"""
+    body = {"segments": {"prefix": "def add(a, b):\n    return (", "suffix": "", "language": "python"}, "max_tokens": 40,
             "adapter": "base", "postprocess": False}
     hurried = httpx.post(vllm_server.url + "/v1/completions", json={**body, "max_latency_ms": 1}, timeout=300).json()
     whole = httpx.post(vllm_server.url + "/v1/completions", json=body, timeout=300).json()
