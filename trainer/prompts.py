@@ -31,7 +31,7 @@ def training_template(name: str, model_type: str | None, vocab: Any) -> FimTempl
 
 def heal_aligned(prefix: str, middle: str) -> tuple[str, str]:
     """The example as the server asks for it with token healing: a middle that starts an
-    indented line is cut where server/token_healing.heal cuts a prompt whose cursor is after
+    indented line is cut where codeloop/token_healing.heal cuts a prompt whose cursor is after
     that indentation, so the model learns to write "\\n    name" after the previous line, as
     the tokenizer splits it."""
     if not (prefix.endswith("\n") and middle[:1] in (" ", "\t") and middle.strip()):
