@@ -17,15 +17,15 @@ from codeloop.settings import Settings
 __all__ = ["client", "delete_json", "exit_for", "get_json", "post_json"]
 
 
-def client(settings: Settings, server: str | None) -> ApiClient:
-    """A client of the server the CLI talks to (--server, else the recorded one, else
-    host:port), with the configured token."""
-    return ApiClient(settings.server_url(server), token=settings.api_token, timeout=600)
+def client(settings: Settings, url: str) -> ApiClient:
+    """A client of the server at `url` (Settings.server_url: --server, else the recorded one,
+    else host:port), with the configured token."""
+    return ApiClient(url, token=settings.api_token, timeout=600)
 
 
 def get_json(settings: Settings, server: str | None, path: str, **params: Any) -> Any:
     """JSON from the running server, or None when no server answers there."""
-    with client(settings, server) as api:
+    with client(settings, settings.server_url(server)) as api:
         try:
             return api.get(path, **params)
         except ApiError as exc:
@@ -44,7 +44,7 @@ def delete_json(settings: Settings, server: str | None, path: str) -> Any:
 
 def _send(settings: Settings, server: str | None, call) -> Any:
     where = settings.server(server)
-    with ApiClient(where.url, token=settings.api_token, timeout=600) as api:
+    with client(settings, where.url) as api:
         try:
             return call(api)
         except ApiError as exc:

@@ -141,7 +141,7 @@ def register(cli: click.Group, load_settings) -> None:
         settings = load_settings()
         where = settings.server(server)
         try:
-            with client(settings, server) as api:
+            with client(settings, where.url) as api:
                 api.export(out, since)
         except ApiError as exc:
             if not exc.unreachable:
@@ -170,7 +170,7 @@ def register(cli: click.Group, load_settings) -> None:
         settings = load_settings()
         url = settings.server_url(server)
         try:
-            with client(settings, server) as api:
+            with client(settings, url) as api:
                 data, where = api.delete(f"/v1/users/{quote(user, safe='')}"), f"through {url}"
         except ApiError as exc:
             if exc.unreachable and not exc.timed_out:  # no server (a timeout is not that: it may be deleting)

@@ -97,7 +97,7 @@ def _refresh_once(settings: Settings, model_dir, repos: list[Path], force: bool,
         return
     except RuntimeError as exc:
         _fail(f"{exc} (is it a git repository?)")
-    if outcome.run_id is None:
+    if not outcome.ran:
         if outcome.telemetry_note:
             click.echo(f"codeloop: {outcome.telemetry_note}", err=True)
         click.echo(f"nothing to do: {outcome.commits} new commits (need {need.min_new_commits}) and {outcome.accepted} new "

@@ -15,7 +15,6 @@ from .rows import to_utc
 from codeloop.names import BASE
 
 GroupBy = Literal["adapter", "language", "client", "day"]
-# The base model has no adapter (NULL); in filters it is named "base", as in the API.
 _GROUP_KEYS: dict[str, str] = {
     "adapter": "adapter",
     "language": "language",
@@ -92,7 +91,7 @@ def acceptance(
     if until is not None:
         where.append(f"o.created_at < {sql_timestamp(until)}")
     params: list[Any] = []
-    if adapter == BASE:
+    if adapter == BASE:  # the base model has no adapter (NULL); filters name it as the API does
         where.append("o.adapter IS NULL")
     elif adapter is not None:
         where.append("o.adapter = ?")

@@ -128,7 +128,7 @@ def _check_config_keys(config: dict) -> None:
     refused = sorted(k for k, v in config.items() if k not in _CONFIG_KEYS_WITH_VALUES and v not in (None, False, {}, [], ""))
     if refused:
         raise AdapterError(Problem.INVALID, f"adapter_config.json sets {', '.join(refused)}: refused (only plain LoRA weights are "
-                                "served; these would change the shared base model or are not supported by every engine)")
+                                            "served; these would change the shared base model or are not supported by every engine)")
     if config.get("bias", "none") != "none":
         raise AdapterError(Problem.INVALID, "adapter_config.json: bias must be 'none' (trained biases would change the shared base model)")
 
@@ -144,13 +144,13 @@ def _check_lora_shape(config: dict, limits: LoraLimits) -> tuple[int, list[str]]
         raise AdapterError(Problem.INVALID, "adapter_config.json has no LoRA rank 'r' >= 1")
     if limits.max_rank is not None and rank > limits.max_rank:
         raise AdapterError(Problem.INVALID, f"adapter rank {rank} is over this engine's limit of {limits.max_rank} (setting max_lora_rank; "
-                                "vLLM servers need --max-lora-rank at least as high); train with a smaller r")
+                                            "vLLM servers need --max-lora-rank at least as high); train with a smaller r")
     targets = config.get("target_modules")
     if isinstance(targets, str):
         # PEFT's "all-linear" or a regular expression: the layers are only known once applied.
         if limits.target_modules is not None and targets != "all-linear":
             raise AdapterError(Problem.INVALID, f"target_modules is the pattern {targets!r}; list the module names so they can be "
-                                    f"checked against what this engine supports: {sorted(limits.target_modules)}")
+                                                f"checked against what this engine supports: {sorted(limits.target_modules)}")
         return rank, [targets]
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
         raise AdapterError(Problem.INVALID, "adapter_config.json: target_modules must be a non-empty list of module names")
@@ -234,8 +234,8 @@ class AdapterRegistry:
             )
             if self.retired.get(name, record.sha256) != record.sha256:
                 raise AdapterError(Problem.CONFLICT, f"adapter name {name!r} was used before for other weights (sha256 "
-                                        f"{self.retired[name][:12]}…); names are immutable versions: register these "
-                                        f"as '{_next_version(name)}'")
+                                                     f"{self.retired[name][:12]}…); names are immutable versions: register these "
+                                                     f"as '{_next_version(name)}'")
             try:
                 await self.engine.load_adapter(name, Path(record.path))
             except EngineUnavailable as exc:  # nothing wrong with the adapter: try again later

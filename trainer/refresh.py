@@ -44,8 +44,11 @@ class RefreshOutcome:
     commits: int  # new on the repositories' HEADs since the last successful run
     accepted: int  # new accepted suggestions on the server since then
     telemetry_note: str | None = None  # why accepted suggestions could not be counted
-    run_id: str | None = None  # the training run, when there was one
-    ran: bool = False  # the run finished and the state was saved
+    run_id: str | None = None  # the training run, when there was one (it finished: a failed one raises)
+
+    @property
+    def ran(self) -> bool:
+        return self.run_id is not None
 
 
 def refresh_once(state_dir: Path, repos: list[Path], api: ApiClient, need: RefreshConfig, *, force: bool,
@@ -71,7 +74,6 @@ def refresh_once(state_dir: Path, repos: list[Path], api: ApiClient, need: Refre
         starting(outcome)
         train(outcome.run_id)
         save_state(state_dir, {"repos": heads, "telemetry_until": newest, "last_run": outcome.run_id, "finished_at": now_iso()})
-        outcome.ran = True
         return outcome
 
 

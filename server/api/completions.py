@@ -33,7 +33,7 @@ async def create_completion(body: CompletionRequest, request: Request):
     if wait:
         request.app.state.metrics.rate_limited.inc()
         raise Refused(429, f"too many completion requests from this user; retry in {wait:.1f} s "
-                                "(settings rate_limit_per_minute, rate_limit_burst)", retry_after=wait)
+                           "(settings rate_limit_per_minute, rate_limit_burst)", retry_after=wait)
     # The engine work runs as a task so that a client that hangs up cancels it: the engine
     # then stops within a token or two instead of finishing for nobody.
     task = asyncio.create_task(request.app.state.service.complete(body))

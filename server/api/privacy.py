@@ -40,7 +40,7 @@ async def forget_user(request: Request, user: str = Path(..., min_length=1, max_
     examples = await asyncio.to_thread(copies.forget_user, state.data_dir, user)
     if not (forgotten.completions or forgotten.experiments or examples):
         raise Refused(404, f"no telemetry recorded for user {user!r}, nothing deleted; give the pseudonym "
-                                "exactly as recorded (the user_id column of `codeloop logs --json`)")
+                           "exactly as recorded (the user_id column of `codeloop logs --json`)")
     # Only when the database changed: rewriting it is a pause for every writer.
     compacted = await _compact(telemetry.writer) if forgotten.completions or forgotten.experiments else None
     log.info("forgot user %r: %d completions, %d events, %d experiment lists, %d training examples; file rewritten: %s",
