@@ -76,7 +76,9 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     rank: int = Field(16, ge=1, le=256)
     alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    # 0: dropout's random masks cost a fifth of a CPU step, and one pass over a repository
+    # does not overfit (docs/benchmarks.md, bench/train_speed.py).
+    dropout: float = Field(0.0, ge=0, lt=1)
     # Attention and MLP: the MLP holds what a model knows about names and APIs.
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     # LoRA on the last N transformer layers only (0 = all): backward then stops N layers
@@ -91,6 +93,10 @@ class TrainConfig(_Strict):
     epochs: float = Field(3.0, gt=0)  # stop after this many passes even if max_steps is larger
     max_minutes: float = Field(0.0, ge=0)  # 0 = no time budget
     gradient_checkpointing: bool = True
+    # The base model's weights and matrix products: "auto" is bf16 on CUDA and on CPUs with
+    # bf16 matrix units (Intel AMX), fp32 elsewhere (bf16 without them is many times slower).
+    # LoRA weights and the optimizer stay fp32 either way.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     seed: int = 1234
     checkpoint_every: int = Field(50, ge=1)
     # auto: 4-bit NF4 QLoRA where CUDA is present, plain LoRA in fp32 on CPU (measured in
