@@ -8,7 +8,6 @@ datasets, exports) are feedback/copies.py's.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from . import experiment_rows
 from .secrets import scrub
 
 CODE_COLUMNS = ("prefix", "suffix", "text")
@@ -65,7 +65,7 @@ def forget_user(con: duckdb.DuckDBPyConnection, user: str) -> Forgotten:
     """Delete the user's completions, their events and outcome rows, and take them off the
     `users` lists of experiments. Run it in a transaction (the writer's `execute`, or
     BEGIN/COMMIT around it) so that it is all or nothing."""
-    experiments = _drop_from_experiments(con, user)
+    experiments = experiment_rows.drop_user(con, user)
     ids = tuple(r[0] for r in con.execute("SELECT id FROM completions WHERE user_id = ?", [user]).fetchall())
     if not ids:
         return Forgotten(user, 0, 0, (), experiments)
@@ -76,15 +76,3 @@ def forget_user(con: duckdb.DuckDBPyConnection, user: str) -> Forgotten:
     completions = con.execute("DELETE FROM completions WHERE user_id = ?", [user]).fetchall()[0][0]
     return Forgotten(user, int(completions), int(events), ids, experiments)
 
-
-def _drop_from_experiments(con: duckdb.DuckDBPyConnection, user: str) -> int:
-    """Remove the user from the experiments that list users (an emptied list covers nobody,
-    unlike no list, which covers everyone); how many changed."""
-    changed = 0
-    for exp_id, arms in con.execute("SELECT id, arms FROM experiments").fetchall():
-        spec = json.loads(arms)
-        if user in (spec.get("users") or []):
-            spec["users"] = [u for u in spec["users"] if u != user]
-            con.execute("UPDATE experiments SET arms = ? WHERE id = ?", [json.dumps(spec), exp_id])
-            changed += 1
-    return changed

@@ -2,22 +2,21 @@
 
 A user is assigned by a stable hash of (experiment id, user), so one person sees one arm for
 the whole experiment. Only one running experiment may cover a given user; a new one that
-overlaps a running one is refused. Experiments are kept in the telemetry database.
+overlaps a running one is refused. Experiments are kept in the telemetry database
+(feedback/experiment_rows.py).
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import time
 import uuid
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
 from codeloop.names import BASE
-from feedback import queries, stats
+from feedback import experiment_rows, queries, stats
 from server.adapters import AdapterRegistry
 from server.errors import DomainError, Problem
 
@@ -71,16 +70,12 @@ class ExperimentManager:
 
     def restore(self) -> None:
         with closing(self.writer.reader()) as cursor:
-            rows = cursor.execute(
-                "SELECT id, name, arms, control, status, epoch(created_at), epoch(stopped_at), winner, alpha, sequential_state FROM experiments"
-            ).fetchall()
+            rows = experiment_rows.read_all(cursor)
         for r in rows:
-            arms = json.loads(r[2])
-            exp = Experiment(
-                id=r[0], name=r[1], arms=arms["weights"], users=arms.get("users"), control=r[3], status=r[4],
-                created_at=r[5], stopped_at=r[6], winner=r[7], alpha=r[8], sequential_state=json.loads(r[9] or "{}"),
-            )
-            self.experiments[exp.id] = exp
+            self.experiments[r.id] = Experiment(
+                id=r.id, name=r.name, arms=r.weights, users=r.users, control=r.control, status=r.status,
+                created_at=r.created_at, stopped_at=r.stopped_at, winner=r.winner, alpha=r.alpha,
+                sequential_state=r.sequential_state)
 
     def forget_user(self, user: str) -> None:
         """Take the user off every `users` list here; feedback.privacy.forget_user does it in
@@ -176,15 +171,11 @@ class ExperimentManager:
         return exp
 
     async def _save(self, exp: Experiment) -> None:
-        row = (
-            exp.id, exp.name, json.dumps({"weights": exp.arms, "users": exp.users}), exp.control, exp.status,
-            _ts(exp.created_at), _ts(exp.stopped_at), exp.winner, exp.alpha, json.dumps(exp.sequential_state),
-        )
-
-        def write(con):
-            con.execute("INSERT OR REPLACE INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-
-        await _wait(self.writer.execute(write))
+        row = experiment_rows.ExperimentRow(
+            id=exp.id, name=exp.name, weights=dict(exp.arms), users=exp.users, control=exp.control, status=exp.status,
+            created_at=exp.created_at, stopped_at=exp.stopped_at, winner=exp.winner, alpha=exp.alpha,
+            sequential_state=dict(exp.sequential_state))
+        await _wait(self.writer.execute(lambda con: experiment_rows.save(con, row)))
 
     def public(self, exp: Experiment) -> dict:
         return _public(exp)
@@ -197,10 +188,6 @@ def _public(exp: Experiment) -> dict:
 def _new_id(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32] or "exp"
     return f"{slug}-{uuid.uuid4().hex[:6]}"
-
-
-def _ts(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc).replace(tzinfo=None)
 
 
 async def _wait(future):

@@ -14,7 +14,7 @@ from feedback.db import TelemetryDBError, latest_version, open_db
 
 from .conftest import file_digest
 
-TABLES = {"schema_version", "completions", "events", "completion_outcomes", "adapters", "experiments", "train_runs"}
+TABLES = {"schema_version", "completions", "events", "completion_outcomes", "experiments"}
 
 
 def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -30,26 +30,26 @@ def test_creates_migrates_once_and_reopen_is_a_no_op(db_path: Path) -> None:
     assert tables(con) == TABLES
     assert versions(con) == list(range(1, latest_version() + 1))
     applied_at = con.execute("SELECT applied_at FROM schema_version").fetchall()
-    con.execute("INSERT INTO adapters (name) VALUES ('keep-me')")
+    con.execute("INSERT INTO experiments (id) VALUES ('keep-me')")
     con.close()
 
     con = open_db(db_path)  # a second open applies nothing and keeps the data
-    assert versions(con) == [1]
+    assert versions(con) == list(range(1, latest_version() + 1))
     assert con.execute("SELECT applied_at FROM schema_version").fetchall() == applied_at
-    assert con.execute("SELECT name FROM adapters").fetchall() == [("keep-me",)]
+    assert con.execute("SELECT id FROM experiments").fetchall() == [("keep-me",)]
     con.close()
 
     ro = open_db(db_path, read_only=True)
     assert ro.execute("SELECT count(*) FROM completions").fetchall() == [(0,)]
     with pytest.raises(duckdb.Error):
-        ro.execute("INSERT INTO adapters (name) VALUES ('no')")
+        ro.execute("INSERT INTO experiments (id) VALUES ('no')")
     ro.close()
 
 
 def test_creates_missing_directories_and_accepts_an_empty_file(tmp_path: Path) -> None:
     nested = tmp_path / "a" / "b" / "telemetry.duckdb"
     open_db(nested).close()
-    assert versions(duckdb.connect(str(nested), read_only=True)) == [1]
+    assert versions(duckdb.connect(str(nested), read_only=True)) == list(range(1, latest_version() + 1))
 
     empty = tmp_path / "touched.duckdb"
     empty.touch()  # zero bytes: nothing to lose, so it is initialised
@@ -89,6 +89,25 @@ def test_numbered_migrations_apply_in_order_and_only_the_new_ones(tmp_path: Path
         open_db(path)
 
 
+def test_schema_1_upgrades_without_the_unused_tables_and_keeps_experiments(tmp_path: Path, monkeypatch) -> None:
+    """0002 drops `adapters` and `train_runs` (never written; codeloop.json and run.json hold
+    that); an experiment saved under schema 1 survives the upgrade."""
+    first_only = tmp_path / "migrations"
+    first_only.mkdir()
+    (first_only / "0001_initial.sql").write_text((db.MIGRATIONS_DIR / "0001_initial.sql").read_text())
+    path = tmp_path / "old.duckdb"
+    with monkeypatch.context() as m:
+        m.setattr(db, "MIGRATIONS_DIR", first_only)
+        con = open_db(path)
+        assert {"adapters", "train_runs"} <= tables(con)
+        con.execute("INSERT INTO experiments (id, name) VALUES ('exp-1', 'kept')")
+        con.close()
+    con = open_db(path)
+    assert tables(con) == TABLES and versions(con) == [1, 2]
+    assert con.execute("SELECT name FROM experiments").fetchall() == [("kept",)]
+    con.close()
+
+
 def test_refuses_a_newer_schema_and_leaves_the_file_unchanged(db_path: Path) -> None:
     open_db(db_path).close()
     con = duckdb.connect(str(db_path))
@@ -96,7 +115,7 @@ def test_refuses_a_newer_schema_and_leaves_the_file_unchanged(db_path: Path) -> 
     con.close()
     before = file_digest(db_path)
     for read_only in (False, True):
-        with pytest.raises(TelemetryDBError, match=r"created by a newer codeloop \(schema 99, this one knows 1\): upgrade codeloop"):
+        with pytest.raises(TelemetryDBError, match=r"created by a newer codeloop \(schema 99, this one knows 2\): upgrade codeloop"):
             open_db(db_path, read_only=read_only)
     assert file_digest(db_path) == before
     assert not Path(str(db_path) + ".wal").exists()

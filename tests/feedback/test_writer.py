@@ -162,13 +162,13 @@ def test_bad_completion_rows_are_refused_at_the_call(writer: TelemetryWriter) ->
 
 def test_execute_runs_admin_writes_in_order_and_reports_errors(writer: TelemetryWriter) -> None:
     def add(con):
-        con.execute("INSERT INTO adapters (name, status, metrics) VALUES ('team-py@7', 'live', '{\"em\": 0.4}')")
+        con.execute("INSERT INTO experiments (id, name, status) VALUES ('exp-7', 'team-py', 'running')")
         return "done"
 
     assert writer.execute(add).result(5) == "done"
     with pytest.raises(duckdb.Error):
-        writer.execute(lambda con: con.execute("INSERT INTO adapters (name) VALUES ('team-py@7')")).result(5)
-    assert count(writer, "SELECT count(*) FROM adapters") == 1
+        writer.execute(lambda con: con.execute("INSERT INTO experiments (id) VALUES ('exp-7')")).result(5)
+    assert count(writer, "SELECT count(*) FROM experiments") == 1
     assert writer.status()["healthy"]  # a refused admin write is the caller's error, not the store's
 
 
