@@ -190,28 +190,13 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
         answer = await _answer(ls, doc, offset, not manual, None)
         if answer is None:
             return types.CompletionList(is_incomplete=True, items=[])
-        # Editors filter items by the word before the cursor, so the item replaces that word.
-        word_start = offset
-        while word_start > 0 and (doc.text[word_start - 1].isalnum() or doc.text[word_start - 1] == "_"):
-            word_start -= 1
-        word = doc.text[word_start:offset]
-        new_text = word + answer.insert_text
-        label = new_text.strip().splitlines()[0][:80] if new_text.strip() else new_text
-        item = types.CompletionItem(
-            label=label, kind=types.CompletionItemKind.Text, detail="codeloop", filter_text=new_text,
-            insert_text_format=types.InsertTextFormat.PlainText, sort_text="0",
-            text_edit=types.TextEdit(_range(doc, word_start, offset), new_text), command=_accept_command(answer))
-        return types.CompletionList(is_incomplete=True, items=[item])
+        return types.CompletionList(is_incomplete=True, items=[completion_item(doc, offset, answer)])
 
     @server.command(ACCEPT)
     def accept(ls: CodeloopLanguageServer, *args: Any) -> bool:
         """codeloop.accept(completion_id[, accepted_chars]): the editor accepted (part of) a suggestion."""
-        if not args or not isinstance(args[0], str):
-            raise JsonRpcInvalidParams(f"{ACCEPT} takes (completion_id: string[, accepted_chars: integer])")
-        chars = args[1] if len(args) > 1 else None
-        if chars is not None and (isinstance(chars, bool) or not isinstance(chars, int) or chars < 0):
-            raise JsonRpcInvalidParams(f"{ACCEPT}: accepted_chars must be a non-negative integer")
-        if not ls.tracker.accepted(args[0], chars):
+        completion_id, chars = accept_arguments(args)
+        if not ls.tracker.accepted(completion_id, chars):
             raise JsonRpcInvalidParams(f"{ACCEPT}: unknown completion id {args[0]!r}")
         return True
 
@@ -233,6 +218,30 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
         return await server_status(ls.client)
 
     return server
+
+
+def completion_item(doc, offset: int, answer: Answer) -> types.CompletionItem:
+    """The suggestion as a completion-menu item. Editors filter items by the word before the
+    cursor, so the item replaces that word."""
+    word_start = offset
+    while word_start > 0 and (doc.text[word_start - 1].isalnum() or doc.text[word_start - 1] == "_"):
+        word_start -= 1
+    new_text = doc.text[word_start:offset] + answer.insert_text
+    label = new_text.strip().splitlines()[0][:80] if new_text.strip() else new_text
+    return types.CompletionItem(
+        label=label, kind=types.CompletionItemKind.Text, detail="codeloop", filter_text=new_text,
+        insert_text_format=types.InsertTextFormat.PlainText, sort_text="0",
+        text_edit=types.TextEdit(_range(doc, word_start, offset), new_text), command=_accept_command(answer))
+
+
+def accept_arguments(args: tuple) -> tuple[str, int | None]:
+    """(completion_id, accepted_chars or None) from codeloop.accept's arguments, or an LSP error."""
+    if not args or not isinstance(args[0], str):
+        raise JsonRpcInvalidParams(f"{ACCEPT} takes (completion_id: string[, accepted_chars: integer])")
+    chars = args[1] if len(args) > 1 else None
+    if chars is not None and (isinstance(chars, bool) or not isinstance(chars, int) or chars < 0):
+        raise JsonRpcInvalidParams(f"{ACCEPT}: accepted_chars must be a non-negative integer")
+    return args[0], chars
 
 
 async def _answer(ls: CodeloopLanguageServer, doc, offset: int, automatic: bool, selected: Selected | None) -> Answer | None:

@@ -57,24 +57,7 @@ class CompletionService:
         prompt = build_prompt(template, healed.prompt_prefix, suffix, self.engine.tokenizer,
                               self.settings.max_prompt_tokens, self.settings.suffix_share)
         cursor_prefix = prompt.prefix + healed.removed  # what the editor has before the cursor
-        stops = [*template.stop, *req.stop_list()]
-        stop_check = None
-        if req.postprocess:
-            # Tokens past what postprocess keeps would be generated for nobody: a single-line
-            # suggestion stops at the line end, a multi-line one once its block has ended.
-            if not wants_multiline(cursor_prefix, prompt.suffix):
-                stops.append("\n")
-            else:
-                stop_check = partial(block_ended, prefix=cursor_prefix, language=language)
-        params = GenerationParams(
-            max_tokens=max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            stop=tuple(dict.fromkeys(stops)),
-            seed=req.seed,
-            stop_check=stop_check,
-            deadline=started + req.max_latency_ms / 1000 if req.max_latency_ms else None,
-        )
+        params = generation_params(req, max_tokens, template.stop, cursor_prefix, prompt.suffix, language, started)
         if self._in_flight >= self.settings.max_in_flight:
             # Every engine gets this bound (vLLM would otherwise queue without limit); the
             # embedded engine's own max_queue is tighter.
@@ -95,24 +78,13 @@ class CompletionService:
         if req.postprocess:
             text = postprocess(text, cursor_prefix, prompt.suffix, language=language, stop=params.stop,
                                truncated=result.finish_reason == "length")
-        total_ms = (time.monotonic() - started) * 1000
         self._observe(result, adapter)
         response = CompletionResponse(
-            id=f"cmpl-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            model=adapter or self.engine.model_name,
-            adapter=adapter,
-            experiment=experiment,
-            arm=arm,
+            id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=adapter or self.engine.model_name,
+            adapter=adapter, experiment=experiment, arm=arm,
             choices=[Choice(index=0, text=text, finish_reason=result.finish_reason)],
             usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
-            timings=Timings(
-                queue_ms=round(result.queue_ms, 2),
-                engine_ms=round(result.engine_ms, 2),
-                total_ms=round(total_ms, 2),
-                first_token_ms=None if result.first_token_ms is None else round(result.first_token_ms, 2),
-            ),
-        )
+            timings=timings(result, started))
         if self.telemetry is not None:
             self.telemetry.record_completion(req, response, cursor_prefix, prompt.suffix, language)
         return response
@@ -172,3 +144,26 @@ class CompletionService:
         m.cached_prompt_tokens.inc(result.cached_prompt_tokens)
         m.completion_tokens.labels(label).inc(result.completion_tokens)
         m.completions.labels(label, result.finish_reason).inc()
+
+
+def generation_params(req: CompletionRequest, max_tokens: int, template_stops, cursor_prefix: str, suffix: str,
+                      language: str | None, started: float) -> GenerationParams:
+    """What the engine is asked for. Tokens past what postprocess keeps would be generated for
+    nobody: a single-line suggestion stops at the line end, a multi-line one once its block has ended."""
+    stops = [*template_stops, *req.stop_list()]
+    stop_check = None
+    if req.postprocess:
+        if not wants_multiline(cursor_prefix, suffix):
+            stops.append("\n")
+        else:
+            stop_check = partial(block_ended, prefix=cursor_prefix, language=language)
+    return GenerationParams(
+        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=tuple(dict.fromkeys(stops)),
+        seed=req.seed, stop_check=stop_check,
+        deadline=started + req.max_latency_ms / 1000 if req.max_latency_ms else None)
+
+
+def timings(result: Completion, started: float) -> Timings:
+    total_ms = (time.monotonic() - started) * 1000
+    return Timings(queue_ms=round(result.queue_ms, 2), engine_ms=round(result.engine_ms, 2), total_ms=round(total_ms, 2),
+                   first_token_ms=None if result.first_token_ms is None else round(result.first_token_ms, 2))
