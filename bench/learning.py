@@ -11,7 +11,10 @@ HEAD is checked out at its only branch). Then, with a fresh data directory and a
      the given step/time budget (the commits from SINCE on are never trained on);
   2. the adapter is registered on the server;
   3. `codeloop eval --repo CLONE --since SINCE --adapter NAME --n N --json`.
-Prints training time and examples, the eval table and the gain (also as JSON with --json).
+Prints training time and examples, the eval table and the gain (also as JSON with --json),
+and how many held-out lines already stood, verbatim, somewhere in the repository at the cut
+(what learning the repository can recall) against those that were new, with each model's
+exact matches in both groups.
 `--token-healing off` measures the server without token healing (codeloop/token_healing.py).
 """
 from __future__ import annotations
@@ -42,6 +45,29 @@ def clone(source: Path, into: Path) -> Path:
             sys.exit(f"bench: {source} has no branch to check out")
         subprocess.run(["git", "-C", str(into), "checkout", "-q", "-B", "main", heads[0]], check=True)
     return into
+
+
+def verbatim_at_cut(repo: Path, since: str, answers: Path) -> dict:
+    """Held-out lines found (stripped) in some file of the repository at the last commit before
+    `since`, and each model's exact matches among those and among the new ones."""
+    from trainer.dataset import parse_date
+    from trainer.snapshot import commit_before
+
+    commit = commit_before(repo, parse_date(since))
+    files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", commit],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    known: set[str] = set()
+    for path in files:
+        shown = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True)
+        known.update(line.strip() for line in shown.stdout.decode("utf-8", "replace").splitlines())
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    out: dict = {}
+    for row in rows:
+        group = "in_repository" if row["expected"].strip() in known else "new"
+        model = out.setdefault(row["model"], {"in_repository": [0, 0], "new": [0, 0]})
+        model[group][0] += row["answer"].strip() == row["expected"].strip()
+        model[group][1] += 1
+    return out
 
 
 def main() -> None:
@@ -108,10 +134,11 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(60)
+    verbatim = verbatim_at_cut(repo, args.since, data_dir / "answers.jsonl")
     figures = {"repo": str(args.repo), "since": args.since, "token_healing": args.token_healing,
                "training": run["training"], "split": run["split"], "snapshot": run["mining"].get("snapshot"),
                "train_wall_s": round(train_s, 1), "eval_wall_s": round(eval_s, 1), "eval": report,
-               "data_dir": str(data_dir)}
+               "verbatim_at_cut": verbatim, "data_dir": str(data_dir)}
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -123,6 +150,10 @@ def main() -> None:
           f"({t['tokens_per_s']} tokens/s, stopped by {t['stopped_by']}, final loss {t['final_loss']}); "
           f"whole `codeloop train` {train_s / 60:.1f} min; eval {eval_s / 60:.1f} min")
     print(format_report(report))
+    for model, groups in verbatim.items():
+        (hit_old, n_old), (hit_new, n_new) = groups["in_repository"], groups["new"]
+        print(f"{model}: exact on {hit_old} of {n_old} lines that stood verbatim in the repository at the cut, "
+              f"{hit_new} of {n_new} new lines")
 
 
 if __name__ == "__main__":
