@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # are kept, and training from telemetry is off.
     telemetry: bool = True
     store_code: bool = True
+    # How long rows may wait in memory to be written in one transaction (events are
+    # acknowledged only once written; completion rows are journaled on disk meanwhile).
+    telemetry_batch_ms: int = Field(50, ge=0, le=3_600_000)
     # Days after which stored code text (prefix, suffix, suggestion) is erased; lengths,
     # hashes, events and counts stay, so metrics keep working. 0 = keep forever.
     retention_days: int = Field(0, ge=0)

@@ -53,7 +53,7 @@ def _open_file(settings: Settings, server: str | None):
 def _forget_in_file(settings: Settings, user: str) -> dict:
     """forget_user straight on the DuckDB file, in one transaction (no server holds it), then
     the file rewritten without the deleted rows' bytes (feedback/compact.py)."""
-    from feedback import compact
+    from feedback import compact, journal
     from feedback.db import TelemetryDBError, open_db
     from feedback.privacy import forget_user
 
@@ -77,7 +77,10 @@ def _forget_in_file(settings: Settings, user: str) -> dict:
         con.close()
     if fresh is not None:
         compact.put_in_place(fresh, settings.telemetry_db)
-    return {**forgotten.as_dict(), "experiments": forgotten.experiments}
+    # Rows a killed server journaled but never wrote: the next start would write them back.
+    journaled = journal.drop_user(journal.journal_path(settings.telemetry_db), user)
+    counts = forgotten.as_dict()
+    return {**counts, "completions": counts["completions"] + journaled, "experiments": forgotten.experiments}
 
 
 def format_table(rows: list[dict], columns) -> str:

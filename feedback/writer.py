@@ -31,6 +31,7 @@ from . import compact, queries
 from .batches import CallItem, EventsItem, Item, WriteQueue
 from .db import open_db, reopen_db
 from .ingest import insert_completions, insert_events
+from .journal import CompletionJournal, journal_path
 from .privacy import Forgotten, expire_code, forget_user
 from .rows import completions_table, events_table, normalize_completion, normalize_event, utcnow
 
@@ -60,6 +61,8 @@ class TelemetryWriter:
         retry_max_s: float = 5.0,
     ) -> None:
         self.db_path = Path(db_path)
+        # Beside the database: completion rows on disk before their answer leaves (journal.py).
+        self.journal = CompletionJournal(journal_path(self.db_path))
         self.store_code = store_code
         self.retry_max_s = retry_max_s
         self._queue = WriteQueue(batch_max, flush_interval_s, max_queued)
@@ -91,6 +94,7 @@ class TelemetryWriter:
         if self._thread is None:
             self._set_connection(open_db(self.db_path))
             compact.remove_leftover(self.db_path)  # a crash mid-rewrite left a copy of the old file
+            self._replay_journal()
             self._thread = threading.Thread(target=self._run, name="codeloop-telemetry-writer", daemon=True)
             self._thread.start()
         return self
@@ -112,6 +116,18 @@ class TelemetryWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _replay_journal(self) -> None:
+        """Commit the completion rows a killed process answered but had not written yet."""
+        rows = self.journal.open()
+        if rows:
+            con = self._connection()
+            con.execute("BEGIN")
+            inserted = insert_completions(con, completions_table(rows))
+            con.execute("COMMIT")
+            log.warning("telemetry: %d completions answered before the last stop were not written; "
+                        "%d now are (from %s)", len(rows), inserted, self.journal.path)
+            self.journal.settled(len(rows))
+
     # --- producers (any thread) ----------------------------------------------------------
     def add_completion(self, row: dict[str, Any]) -> Counter:
         """Queue a completion row, its secrets scrubbed; never waits on the database.
@@ -124,7 +140,9 @@ class TelemetryWriter:
                 self._recent[cid] = (normalized["text_chars"], normalized["created_at"], normalized.get("user_id"))
                 if len(self._recent) > self._remember:
                     self._recent.popitem(last=False)
+        self.journal.append(normalized)
         if not self._queue.put(normalized):
+            self.journal.settled(1)
             with self._lock:
                 self._dropped_completions += 1
                 if not known:
@@ -256,6 +274,7 @@ class TelemetryWriter:
             backoff = min(max(backoff * 2, 0.05), self.retry_max_s)
             time.sleep(min(backoff, max(0.0, self._give_up_at - time.monotonic())))
         self._drop_connection()
+        self.journal.close()  # rows given up at close stay in it, for the next start
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -285,6 +304,7 @@ class TelemetryWriter:
             log.exception("telemetry writer: dropping %d unconvertible items", len(batch))
             self._failed(exc, requests)
             self._queue.done(batch)
+            self.journal.settled(len(completions))
             return True
         ats = [row["at"] for r in requests for row in r.rows]
         ids = {row["completion_id"] for r in requests for row in r.rows}
@@ -309,6 +329,7 @@ class TelemetryWriter:
             if not durable:
                 return False
         self._queue.done(batch)
+        self.journal.settled(len(completions))
         with self._lock:
             self._written_completions += inserted
             self._written_events += sum(counts)

@@ -58,7 +58,8 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             from server.retention import RetentionJob
             from server.telemetry import Telemetry
 
-            writer = TelemetryWriter(settings.telemetry_db, store_code=settings.store_code)
+            writer = TelemetryWriter(settings.telemetry_db, store_code=settings.store_code,
+                                     flush_interval_s=settings.telemetry_batch_ms / 1000)
             writer.start()
             telemetry = Telemetry(writer, metrics)
             experiments = ExperimentManager(registry, writer)
