@@ -86,7 +86,7 @@ class CompletionService:
             usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
             timings=timings(result, started))
         if self.telemetry is not None:
-            self.telemetry.record_completion(req, response, cursor_prefix, prompt.suffix, language)
+            await self.telemetry.record_completion(req, response, cursor_prefix, prompt.suffix, language)
         return response
 
     async def _generate_healed(self, text: str, params: GenerationParams, adapter: str | None,

@@ -41,13 +41,17 @@ class Telemetry:
         self._scrubber = ThreadPoolExecutor(1, thread_name_prefix="codeloop-scrub")
         self._pending: dict[str, Future[None]] = {}  # completion id -> its row on the scrub thread
 
-    def record_completion(self, req: CompletionRequest, resp: CompletionResponse, prefix: str, suffix: str, language: str | None) -> None:
-        """Hand the completion to the scrub thread, which queues it for the writer."""
+    async def record_completion(self, req: CompletionRequest, resp: CompletionResponse, prefix: str, suffix: str,
+                                language: str | None) -> None:
+        """Hand the completion to the scrub thread, which journals and queues it for the writer;
+        returns once it has, so the answer leaves after its row is on disk (feedback/journal.py).
+        The event loop is free meanwhile (scrubbing long input takes milliseconds)."""
         row = self._row(req, resp, prefix, suffix, language)
         future = self._scrubber.submit(self._add, row)
         self._pending[resp.id] = future
         # After the insertion: a future already done runs the callback at once.
         future.add_done_callback(lambda _, cid=resp.id: self._pending.pop(cid, None))
+        await asyncio.wrap_future(future)
 
     async def settled(self, ids: set[str] | None = None) -> None:
         """Until the completions handed over so far (or those of `ids`) are queued for the writer."""
