@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # 0 = no per-user limit.
     rate_limit_per_minute: int = Field(600, ge=0)
     rate_limit_burst: int = Field(60, ge=1)
+    # With auth off the `user` field is the client's choice, so each client address also has
+    # a bucket, as large as this many users' (a team behind one address, e.g. a NAT or a
+    # shared dev box, keeps working; one script inventing a user per request does not).
+    rate_limit_users_per_address: int = Field(10, ge=1)
     # CPU threads of the embedded engines (transformers and llama-cpp). 0: all cores, and
     # llama-cpp takes only the cores other processes (a training run) left free since its
     # last request: its threads wait for one another (server/engines/free_cores.py).

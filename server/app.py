@@ -99,6 +99,8 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
     app.state.telemetry = app.state.experiments = None
     app.state.tokens = TokenStore(settings.auth_tokens_path)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    share = settings.rate_limit_users_per_address  # auth off: a client address's bucket (server/ratelimit.py)
+    app.state.address_limiter = RateLimiter(settings.rate_limit_per_minute * share, settings.rate_limit_burst * share)
     for module in (completions_api, adapters_api, telemetry_api, experiments_api, privacy_api):
         # Every /v1 route needs a token once auth is on; admin routes say so themselves.
         app.include_router(module.router, dependencies=[Depends(require_user)], responses=USER_RESPONSES)

@@ -1,4 +1,5 @@
-"""Per-user rate limit on completions: a token bucket per user pseudonym.
+"""Per-user rate limit on completions: a token bucket per user pseudonym (and, with auth off,
+where the pseudonym is the client's choice, one per client address too: server/api/completions.py).
 
 One person's editor (or a runaway script) must not take the engine from everybody else; the
 bounded engine queue (max_queue) protects the server, this protects the other users. A

@@ -29,11 +29,7 @@ async def create_completion(body: CompletionRequest, request: Request):
         # With auth on, the token says who is typing: telemetry and the A/B arm follow it,
         # so a client cannot choose its own arm by sending another `user`.
         body = body.model_copy(update={"user": principal.user})
-    wait = request.app.state.rate_limiter.acquire(body.user or _client_address(request))
-    if wait:
-        request.app.state.metrics.rate_limited.inc()
-        raise Refused(429, f"too many completion requests from this user; retry in {wait:.1f} s "
-                           "(settings rate_limit_per_minute, rate_limit_burst)", retry_after=wait)
+    _rate_limit(request, body.user or _client_address(request), principal is None)
     # The engine work runs as a task so that a client that hangs up cancels it: the engine
     # then stops within a token or two instead of finishing for nobody.
     task = asyncio.create_task(request.app.state.service.complete(body))
@@ -70,6 +66,21 @@ def _as_events(response: CompletionResponse) -> StreamingResponse:
     ]
     body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
     return StreamingResponse(iter([body]), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _rate_limit(request: Request, user: str, auth_off: bool) -> None:
+    """429 once the user's bucket is empty, or (auth off: `user` is the client's choice) the
+    client address's, which holds rate_limit_users_per_address users' worth."""
+    state = request.app.state
+    wait = state.rate_limiter.acquire(user)
+    who = "this user"
+    if not wait and auth_off:
+        wait, who = state.address_limiter.acquire(_client_address(request)), "this address"
+    if wait:
+        state.metrics.rate_limited.inc()
+        raise Refused(429, f"too many completion requests from {who}; retry in {wait:.1f} s "
+                           "(settings rate_limit_per_minute, rate_limit_burst, rate_limit_users_per_address)",
+                      retry_after=wait)
 
 
 def _client_address(request: Request) -> str:
