@@ -39,6 +39,9 @@ from server.engines.base import (
 from server.engines.vllm_common import ZERO_ADAPTER, AdapterUsage, write_zero_adapter
 
 log = logging.getLogger(__name__)
+# No token spells more than this many characters (whitespace runs are the longest): a replica
+# that streams more than max_tokens * this is cut off there.
+MAX_CHARS_PER_TOKEN = 128
 
 
 @dataclass
@@ -173,6 +176,7 @@ class VllmRemoteEngine:
         started = time.perf_counter()
         first_token_at = None
         pieces, finish, usage = [], "length", {}
+        streamed, max_chars = 0, params.max_tokens * MAX_CHARS_PER_TOKEN
         replica.in_flight += 1
         try:
             async with replica.http.stream("POST", "/v1/completions", json=body) as resp:
@@ -185,16 +189,21 @@ class VllmRemoteEngine:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    chunk = json.loads(data)
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or []:
-                        if choice.get("text"):
-                            first_token_at = first_token_at or time.perf_counter()
-                            pieces.append(choice["text"])
-                        if choice.get("finish_reason"):
-                            finish = "stop" if choice["finish_reason"] == "stop" else "length"
-                    new_text = "".join(c.get("text") or "" for c in chunk.get("choices") or [])
+                    new_text, reason, chunk_usage = parse_chunk(data, replica.url)
+                    usage = chunk_usage or usage
+                    if new_text:
+                        first_token_at = first_token_at or time.perf_counter()
+                        pieces.append(new_text)
+                        streamed += len(new_text)
+                    if reason:
+                        finish = "stop" if reason == "stop" else "length"
+                    if streamed > max_chars:
+                        # More than max_tokens tokens can spell: a replica gone wrong. Answer
+                        # with what is in bounds rather than read on.
+                        log.warning("vLLM replica %s streamed over %d characters for max_tokens %d; cut",
+                                    replica.url, max_chars, params.max_tokens)
+                        pieces, finish = ["".join(pieces)[:max_chars]], "length"
+                        break
                     if params.stop_check and finish == "length" and "\n" in new_text and params.stop_check("".join(pieces)):
                         finish = "stop"
                         break  # leaving the stream closes it, which aborts the request in vLLM
@@ -353,6 +362,24 @@ class VllmRemoteEngine:
                 await self.reconcile()
             except Exception:  # keep reconciling; each failure is logged
                 log.exception("reconcile failed")
+
+
+def parse_chunk(data: str, url: str) -> tuple[str, str | None, dict | None]:
+    """(text, finish_reason, usage) of one server-sent completion chunk. A chunk that is not
+    the OpenAI shape is the replica's fault: _Retry marks it down and asks another."""
+    try:
+        chunk = json.loads(data)
+        choices = chunk.get("choices") or []
+        texts = [c.get("text") or "" for c in choices]
+        reasons = [c.get("finish_reason") for c in choices if c.get("finish_reason")]
+        usage = chunk.get("usage") or None
+        if not all(isinstance(t, str) for t in texts) or (usage is not None and not isinstance(usage, dict)):
+            raise TypeError("text is not a string or usage not an object")
+        if usage is not None:  # counted as ints below
+            usage = {k: int(v) for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens")}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise _Retry(f"malformed stream chunk from {url} ({type(exc).__name__}: {exc}): {data[:120]!r}", down=True) from None
+    return "".join(texts), (str(reasons[-1]) if reasons else None), usage
 
 
 class _Retry(Exception):
