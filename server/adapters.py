@@ -4,13 +4,19 @@ Names are immutable versions (`team-py@7`): a name is never reused for other wei
 request that names an adapter always gets those weights (vLLM issue #47724 is what happens
 otherwise). The registry is saved to a JSON file so the same adapters come back after a
 restart, each re-checked against the sha256 recorded when it was registered.
+
+What the engine loads is the server's own copy, `<adapter_dir>/.store/<sha256>/` (content-
+addressed, read-only): the folder a user registered may change or vanish afterwards, and the
+weights served under a name stay the ones checked when it was registered.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +28,8 @@ from server.errors import DomainError, Problem
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[0-9]{1,9})?$")
 # Loading a pickle runs code, so only safetensors weights are accepted.
 WEIGHTS_FILE = "adapter_model.safetensors"
+HASHED_FILES = ("adapter_config.json", WEIGHTS_FILE)  # what an engine reads, and the sha256 covers
+STORE = ".store"
 
 
 class AdapterError(DomainError):
@@ -40,17 +48,38 @@ class AdapterRecord:
     created_at: float = field(default_factory=time.time)
     fim_template: str | None = None  # set by the trainer in codeloop.json
     metadata: dict = field(default_factory=dict)
+    store: str = ""  # the server's copy the engine loads: <adapter_dir>/.store/<sha256>
 
 
 def hash_folder(path: Path) -> str:
     """sha256 over the adapter's config and weights, in a fixed order."""
     digest = hashlib.sha256()
-    for name in ("adapter_config.json", WEIGHTS_FILE):
+    for name in HASHED_FILES:
         digest.update(name.encode())
         with open(path / name, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def store_copy(adapters_dir: Path, folder: Path, sha256: str) -> Path:
+    """The content-addressed copy of `folder`'s config and weights (made if missing): CONFLICT
+    when the files changed since `sha256` was taken (the copy is checked, not the source)."""
+    target = adapters_dir / STORE / sha256
+    if target.is_dir() and hash_folder(target) == sha256:
+        return target
+    tmp = adapters_dir / STORE / f".{sha256}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in HASHED_FILES:
+        shutil.copyfile(folder / name, tmp / name, follow_symlinks=False)
+        (tmp / name).chmod(0o400)  # never edited in place: a changed file would be another adapter
+    if hash_folder(tmp) != sha256:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise AdapterError(Problem.CONFLICT, f"{folder} changed while it was being registered; register it again")
+    shutil.rmtree(target, ignore_errors=True)  # a damaged copy
+    tmp.rename(target)
+    return target
 
 
 def validate_adapter(name: str, path: str | Path, *, adapters_dir: Path, model_name: str, model_dir: Path, max_bytes: int,
@@ -192,11 +221,17 @@ class AdapterRegistry:
         problems = []
         for raw in state.get("adapters", []):
             record = AdapterRecord(**raw)
-            folder = Path(record.path)
             try:
-                if hash_folder(folder) != record.sha256:
-                    raise AdapterError(Problem.CONFLICT, "its files changed since it was registered (sha256 differs)")
-                await self.engine.load_adapter(record.name, folder)
+                store = Path(record.store) if record.store else None
+                if store is None or not store.is_dir() or hash_folder(store) != record.sha256:
+                    # No copy yet (registered by an older codeloop) or a damaged one: from the
+                    # registered folder, if it still holds the same bytes.
+                    if hash_folder(Path(record.path)) != record.sha256:
+                        raise AdapterError(Problem.CONFLICT, "its files changed since it was registered (sha256 differs) "
+                                                             "and the server's copy is missing")
+                    store = store_copy(self.adapters_dir.resolve(), Path(record.path), record.sha256)
+                record.store = str(store)
+                await self.engine.load_adapter(record.name, store)
             except (OSError, AdapterError, EngineError) as exc:
                 problems.append(f"adapter {record.name} not restored: {exc}")
                 self.retired.setdefault(record.name, record.sha256)  # the name stays its weights'
@@ -236,8 +271,9 @@ class AdapterRegistry:
                 raise AdapterError(Problem.CONFLICT, f"adapter name {name!r} was used before for other weights (sha256 "
                                                      f"{self.retired[name][:12]}…); names are immutable versions: register these "
                                                      f"as '{_next_version(name)}'")
+            record.store = str(store_copy(self.adapters_dir.resolve(), Path(record.path), record.sha256))
             try:
-                await self.engine.load_adapter(name, Path(record.path))
+                await self.engine.load_adapter(name, Path(record.store))
             except EngineUnavailable as exc:  # nothing wrong with the adapter: try again later
                 raise AdapterError(Problem.UNAVAILABLE, str(exc)) from None
             except EngineError as exc:
@@ -280,6 +316,8 @@ class AdapterRegistry:
                 raise
             self.retired[name] = record.sha256
             self._save()
+            if record.store and all(r.store != record.store for r in self.records.values()):
+                shutil.rmtree(record.store, ignore_errors=True)  # no other name serves these bytes
 
 
 def _next_version(name: str) -> str:

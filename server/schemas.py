@@ -118,6 +118,7 @@ class AdapterInfo(BaseModel):
     live: bool
     fim_template: str | None = None
     metadata: dict = {}
+    store: str = ""  # the server's content-addressed copy the engine loads (<adapter_dir>/.store/<sha256>)
 
 
 class AdapterList(BaseModel):

@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import signal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -150,8 +152,19 @@ def test_adapters_and_live_pointer_survive_a_restart(model_dir, make_adapter, tm
         assert output(second)["choices"][0]["text"] == expected
     finally:
         second.stop()
-    # Weights changed on disk while the server was down: not loaded again, and the log says why.
+    # The registered folder changed while the server was down: the server loads its own copy,
+    # so keep@1 still answers with the weights it was registered with.
+    store = Path(listed["adapters"][0]["store"])
+    assert store.parent.name == ".store" and store.name == listed["adapters"][0]["sha256"]
     (folder / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes()[:-8] + b"\0" * 8)
+    third = start_server(model_dir, tmp_path / "data")
+    try:
+        assert [a["name"] for a in httpx.get(third.url + "/v1/adapters").json()["adapters"]] == ["keep@1"]
+        assert output(third)["choices"][0]["text"] == expected
+    finally:
+        third.stop()
+    # The copy gone as well: not loaded again, and the log says why.
+    shutil.rmtree(store)
     third = start_server(model_dir, tmp_path / "data")
     try:
         assert httpx.get(third.url + "/v1/adapters").json()["adapters"] == []
