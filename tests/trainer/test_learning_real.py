@@ -57,7 +57,8 @@ def line_losses(model, tokenizer, template, lines, data: DataConfig) -> list[flo
     for line in lines:
         indent = line.prefix[len(line.prefix.rstrip(" \t")):]
         examples.append(Example(prefix=line.prefix[: len(line.prefix) - len(indent)], suffix=line.suffix,
-                                middle=indent + line.expected))
+                                middle=indent + line.expected, kind="fim", source=line.repo, path=line.path,
+                                commit=line.commit, time=line.time))
     items = encode_examples(examples, tokenizer, template, data)
     losses: list[float] = []
     with torch.no_grad():
