@@ -62,7 +62,7 @@ class CompletionJournal:
         return rows
 
     def append(self, row: dict[str, Any]) -> None:
-        line = (json.dumps(row, default=_encode, separators=(",", ":")) + "\n").encode()
+        line = _line(row)
         with self._lock:
             if self._fd is None:
                 return
@@ -107,12 +107,16 @@ def drop_user(path: Path, user: str) -> int:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         for row in keep:
-            os.write(fd, (json.dumps(row, default=_encode, separators=(",", ":")) + "\n").encode())
+            os.write(fd, _line(row))
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     return len(rows) - len(keep)
+
+
+def _line(row: dict[str, Any]) -> bytes:
+    return (json.dumps(row, default=_encode, separators=(",", ":")) + "\n").encode()
 
 
 def _encode(value: Any) -> str:

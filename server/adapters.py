@@ -275,8 +275,10 @@ class AdapterRegistry:
             try:
                 await self.engine.load_adapter(name, Path(record.store))
             except EngineUnavailable as exc:  # nothing wrong with the adapter: try again later
+                self._drop_unused_copy(record.store)
                 raise AdapterError(Problem.UNAVAILABLE, str(exc)) from None
             except EngineError as exc:
+                self._drop_unused_copy(record.store)
                 raise AdapterError(Problem.INVALID, str(exc)) from None
             self.records[name] = record
             self._save()
@@ -316,8 +318,12 @@ class AdapterRegistry:
                 raise
             self.retired[name] = record.sha256
             self._save()
-            if record.store and all(r.store != record.store for r in self.records.values()):
-                shutil.rmtree(record.store, ignore_errors=True)  # no other name serves these bytes
+            self._drop_unused_copy(record.store)
+
+    def _drop_unused_copy(self, store: str) -> None:
+        """Remove the server's copy of an adapter once no loaded name serves those bytes."""
+        if store and all(r.store != store for r in self.records.values()):
+            shutil.rmtree(store, ignore_errors=True)
 
 
 def _next_version(name: str) -> str:

@@ -145,13 +145,20 @@ def _cut_at_stops(text: str, stops: Sequence[str], tokenizer: Any) -> str:
 
 
 @torch.no_grad()
-def _loss(model: Any, tokenizer: Any, template: Any, examples: Sequence[Example], config: EvalConfig, data: DataConfig) -> float:
-    """Mean completion-only loss per example, the same computation as training."""
+def example_losses(model: Any, tokenizer: Any, template: Any, examples: Sequence[Example], data: DataConfig,
+                   batch_size: int = 8) -> list[float]:
+    """Each example's completion-only loss (mean over its tokens), the same computation as training."""
     items = encode_examples(examples, tokenizer, template, data)
     pad = pad_id(tokenizer)
-    losses = []
-    for start in range(0, len(items), config.batch_size):
-        losses += completion_losses(model, collate(items[start:start + config.batch_size], pad)).tolist()
+    losses: list[float] = []
+    for start in range(0, len(items), batch_size):
+        losses += completion_losses(model, collate(items[start:start + batch_size], pad)).tolist()
+    return losses
+
+
+def _loss(model: Any, tokenizer: Any, template: Any, examples: Sequence[Example], config: EvalConfig, data: DataConfig) -> float:
+    """Mean completion-only loss per example."""
+    losses = example_losses(model, tokenizer, template, examples, data, config.batch_size)
     return round(sum(losses) / len(losses), 4) if losses else math.nan
 
 

@@ -48,8 +48,7 @@ def attrs_repo(tmp_path_factory) -> Path:
 
 def line_losses(model, tokenizer, template, lines, data: DataConfig) -> list[float]:
     """Each line's mean token loss after the server's prompt (the training loss's computation)."""
-    from trainer.batches import collate, completion_losses, pad_id
-    from trainer.train import encode_examples
+    from trainer.evaluate import example_losses
 
     # The cursor is after the indentation: the prompt ends at the line start and the line's
     # indentation belongs to the answer, as token healing asks for it (trainer/prompts.heal_aligned).
@@ -59,12 +58,7 @@ def line_losses(model, tokenizer, template, lines, data: DataConfig) -> list[flo
         examples.append(Example(prefix=line.prefix[: len(line.prefix) - len(indent)], suffix=line.suffix,
                                 middle=indent + line.expected, kind="fim", source=line.repo, path=line.path,
                                 commit=line.commit, time=line.time))
-    items = encode_examples(examples, tokenizer, template, data)
-    losses: list[float] = []
-    with torch.no_grad():
-        for start in range(0, len(items), 8):
-            losses += completion_losses(model, collate(items[start:start + 8], pad_id(tokenizer))).tolist()
-    return losses
+    return example_losses(model, tokenizer, template, examples, data)
 
 
 def test_a_small_budget_on_real_history_makes_later_lines_more_likely(attrs_repo, model_dir, smol_tokenizer, tmp_path):
