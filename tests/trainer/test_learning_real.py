@@ -14,6 +14,7 @@ gives the line the lower loss.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from trainer.heldout import held_out_lines
 from trainer.significance import mcnemar_exact
 from trainer.snapshot import snapshot_examples
 
-BUNDLE = Path(__file__).resolve().parents[3] / "shared" / "repos" / "attrs.bundle"
+# Beside the project (../shared/repos), or where CODELOOP_TEST_REPOS says for a clone elsewhere.
+BUNDLE = Path(os.environ.get("CODELOOP_TEST_REPOS") or Path(__file__).resolve().parents[3] / "shared" / "repos") / "attrs.bundle"
 SINCE = "2025-06-01"
 STEPS = 40  # 160 windows of ~512 tokens: a few minutes on two cores
 LINES = 100
