@@ -6,16 +6,18 @@ whose message says which and why; the CLI turns it into a message and an exit co
     api = ApiClient(settings.server_url(), token=settings.api_token)
     api.get("/v1/logs", limit=10)
     api.register("my-adapter@1", Path("adapters/my-adapter@1"))
+    export_telemetry(api, Path("out.parquet"), settings.telemetry_db)  # the server's, else the file's
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-__all__ = ["ApiClient", "ApiError", "error_message"]
+__all__ = ["ApiClient", "ApiError", "NoTelemetry", "TelemetryExport", "error_message", "export_telemetry"]
 
 
 class ApiError(Exception):
@@ -133,3 +135,60 @@ class ApiClient:
         retry = r.headers.get("Retry-After")
         return ApiError(f"{method} {path} refused ({r.status_code}): {reason}", status=r.status_code, reason=reason,
                         retry_after=float(retry) if retry and retry.replace(".", "", 1).isdigit() else None)
+
+
+# -- the telemetry export, from the server or else from its file ------------------------------
+@dataclass(frozen=True)
+class TelemetryExport:
+    """An export written to `path`: from the server at `source`, or (`read_directly`) from the
+    database file `source`, read because no server answered (`unreachable`: why)."""
+    path: Path
+    source: str
+    read_directly: bool = False
+    unreachable: str | None = None
+    rows: int | None = None  # counted when read from the file
+
+
+class NoTelemetry(Exception):
+    """No server answered and the database file could not be read instead; `reason` says why not."""
+
+    def __init__(self, unreachable: ApiError | None, reason: str):
+        super().__init__(f"{unreachable}; {reason}" if unreachable else reason)
+        self.unreachable = unreachable
+        self.reason = reason
+
+
+def export_telemetry(api: ApiClient | None, out: Path, telemetry_db: Path | None,
+                     since: datetime | None = None) -> TelemetryExport:
+    """The telemetry export (Parquet) written to `out`, for `codeloop export` and the trainer:
+
+    - the server answers: its export (GET /v1/feedback/export);
+    - no server answers (ApiError.unreachable, or no `api`): `telemetry_db` read directly,
+      read-only, and the result says so; NoTelemetry when there is no file or it cannot be read
+      (a running server holds it);
+    - the server refuses (401, 403, 5xx, ...): that ApiError, and no fallback (the file may not
+      be the one that server serves, and a refusal is not an absence).
+
+    `out` is never left half written (a partial export is still a copy of users' code)."""
+    unreachable: ApiError | None = None
+    if api is not None:
+        try:
+            api.export(out, since)
+            return TelemetryExport(out, api.url)
+        except ApiError as exc:
+            out.unlink(missing_ok=True)
+            if not exc.unreachable:
+                raise
+            unreachable = exc
+    if telemetry_db is None or not telemetry_db.is_file():
+        raise NoTelemetry(unreachable, f"there is no telemetry database{f' at {telemetry_db}' if telemetry_db else ''} "
+                                       "to read instead")
+    from feedback.db import TelemetryDBError
+    from feedback.export import export_file
+
+    try:
+        rows = export_file(telemetry_db, out, since)
+    except TelemetryDBError as exc:
+        raise NoTelemetry(unreachable, f"reading {telemetry_db} instead failed: {exc}") from None
+    return TelemetryExport(out, str(telemetry_db), read_directly=True, rows=rows,
+                           unreachable=str(unreachable) if unreachable else "no server to ask")

@@ -295,9 +295,11 @@ class AdapterRegistry:
                 # stays as registered: requests already use it).
                 meta_file = Path(self.records[name].path) / "codeloop.json"
                 try:
-                    self.records[name].metadata = json.loads(meta_file.read_text())
+                    metadata = json.loads(meta_file.read_text())
                 except (OSError, ValueError):
-                    pass  # unreadable now: keep what was read at registration
+                    metadata = None
+                if isinstance(metadata, dict):  # else unreadable now: keep what was read at registration
+                    self.records[name].metadata = metadata
             self._save()
 
     async def unload(self, name: str, *, in_use: set[str] = frozenset()) -> None:

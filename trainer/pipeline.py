@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from codeloop.api_client import ApiClient, ApiError
+from codeloop.api_client import ApiClient, ApiError, export_telemetry
 from codeloop.names import BASE
 from trainer.config import TrainerSettings
 from trainer.dataset import SplitData, data_hash, load_examples, save_dataset, split_by_time
@@ -227,28 +227,23 @@ def _telemetry(cfg: TrainerSettings, paths: RunPaths, api: ApiClient | None, rep
     from trainer.telemetry_data import examples_from_export
 
     out = paths.run_dir / "telemetry.parquet"
-    try:
-        if api is not None and api.reachable():
-            api.export(out)
-        elif paths.telemetry_db is not None and paths.telemetry_db.is_file():
-            from feedback.export import export_file
-
-            export_file(paths.telemetry_db, out)
-        else:
-            report.telemetry = {"skipped": "no server answers and there is no telemetry database"}
-            return []
+    try:  # the server's export; its file's when no server answers; a refusal is a refusal
+        done = export_telemetry(api, out, paths.telemetry_db)
     except Exception as exc:  # telemetry adds to git data; without it the run still trains
         out.unlink(missing_ok=True)  # a partial export is still a copy of users' code
         report.telemetry = {"skipped": f"telemetry export failed: {exc}"}
         echo(f"telemetry skipped: {exc}")
         return []
+    if done.read_directly:
+        echo(f"telemetry: read {done.source} directly ({done.unreachable})")
     try:
         examples, counts = examples_from_export(out, cfg.data)
     finally:
         # Every user's completions: not kept once read (the examples keep their user, so
         # `codeloop forget` finds them in the run's dataset; SECURITY.md).
         out.unlink(missing_ok=True)
-    report.telemetry = {"rows": sum(v for k, v in counts.items() if k != "secrets_scrubbed"), **counts}
+    report.telemetry = {"rows": sum(v for k, v in counts.items() if k != "secrets_scrubbed"), **counts,
+                        "source": done.source}
     echo(f"telemetry: {dict(counts)}")
     return examples
 

@@ -82,3 +82,16 @@ def test_what_the_server_writes_is_its_users_alone(server):
     for path in written:
         assert path.exists(), path
         assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+
+
+def test_an_export_the_cli_writes_is_its_users_alone(server):
+    """The export (everyone's code) is 0600 too, also from a shell whose umask is 022."""
+    out = server.data_dir / "export-mode.parquet"
+    try:
+        done = subprocess.run([sys.executable, "-m", "codeloop.cli", "export", str(out), "--server", server.url],
+                              capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0o022),
+                              env={**os.environ, "CODELOOP_CONFIG": os.devnull})
+        assert done.returncode == 0, done.stderr
+        assert out.stat().st_mode & 0o777 == 0o600, oct(out.stat().st_mode)
+    finally:
+        out.unlink(missing_ok=True)

@@ -103,6 +103,21 @@ def test_a_name_never_comes_back_with_other_weights(server, make_adapter):
     assert httpx.delete(server.url + "/v1/adapters/tomb@1").status_code == 200
 
 
+def test_a_codeloop_json_broken_after_registration_is_not_a_500(server, make_adapter):
+    """promote re-reads codeloop.json (the trainer adds its figures): one that is no longer an
+    object is ignored, not shown, so listing the adapters does not fail."""
+    folder = install_adapter(make_adapter(53), server.adapters_dir, "meta-a")
+    assert post(server, "/v1/adapters", {"name": "meta@1", "path": str(folder)}).status_code == 201
+    try:
+        (folder / "codeloop.json").write_text("[1, 2]")
+        assert post(server, "/v1/adapters/meta@1/promote").status_code == 200
+        listed = httpx.get(server.url + "/v1/adapters", timeout=30)
+        assert listed.status_code == 200, listed.text
+    finally:
+        assert post(server, "/v1/adapters/base/promote").status_code == 200
+        assert httpx.delete(server.url + "/v1/adapters/meta@1", timeout=120).status_code == 200
+
+
 def test_adapter_for_another_base_model_is_refused(server, make_adapter):
     folder = install_adapter(make_adapter(13), server.adapters_dir, "other-base")
     config_file = folder / "adapter_config.json"

@@ -7,6 +7,7 @@ Real requests throughout (httpx lets a test set Host and Origin as a browser wou
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 
@@ -119,3 +120,13 @@ def test_healthz_answers_while_a_prompt_that_is_slow_to_scrub_is_served(server):
             break
         time.sleep(0.1)
     assert rows and "token:" in rows[0]["prefix"]
+
+
+def test_the_configured_host_is_allowed_besides_loopback_names_and_addresses():
+    from server.browser_guard import HostPolicy
+
+    named = HostPolicy("codeloop.lan")
+    assert named.host_allowed("codeloop.lan") and named.host_allowed("localhost") and named.host_allowed("10.0.0.5")
+    assert not named.host_allowed("evil.example") and not named.host_allowed("codeloop.lan.evil.example")
+    anywhere = HostPolicy("0.0.0.0")  # what colleagues type: this machine's name
+    assert anywhere.host_allowed(socket.gethostname().lower()) and not anywhere.host_allowed("evil.example")
