@@ -11,7 +11,13 @@ Also printed: how often the prompt's start changed from one keystroke to the nex
 steady cuts and with the earlier ones (language server: exactly prefixChars back; server: the
 first line start that fits), where a change means nothing can be reused.
 
+With --context the prompts also carry repository context as the language server sends it:
+a ContextIndex (lsp/context.py) with the typed file open (its imports under this repository
+are read from disk) and the --open files as other tabs, asked at each keystroke; the server
+puts its snippets ahead of the prefix (codeloop/fim.py).
+
     .venv/bin/python bench/prefix_reuse.py [--keys 20] [--max-tokens 16] [--prefix-chars 6000]
+                                           [--context] [--context-chars 1500] [--open FILE...]
 """
 from __future__ import annotations
 
@@ -27,9 +33,12 @@ sys.path.insert(0, str(REPO))
 
 from codeloop.settings import Settings  # noqa: E402
 from lsp.completion import prefix_start  # noqa: E402
+from lsp.context import ContextIndex  # noqa: E402
+from lsp.documents import DocumentStore  # noqa: E402
+from lsp.workspace import Workspace  # noqa: E402
 from server.engines import GenerationParams  # noqa: E402
 from server.engines.transformers_engine import TransformersEngine  # noqa: E402
-from server import fim  # noqa: E402
+from codeloop import fim  # noqa: E402
 from codeloop.fim import build_prompt, get_template  # noqa: E402
 from tests.conftest import TEST_MODELS_DIR  # noqa: E402
 
@@ -44,14 +53,29 @@ async def run(args) -> None:
     text = (REPO / args.file).read_text()
     origin0 = min(len(text) - args.keys, max(args.prefix_chars + 500, len(text) // 2))
     params = GenerationParams(max_tokens=args.max_tokens, stop=template.stop)
+    index, uri = ContextIndex(Workspace([str(REPO)])), (REPO / args.file).as_uri()
+    if args.context:
+        store = DocumentStore()
+        for rel in [*args.open, args.file]:
+            index.opened(store.open((REPO / rel).as_uri(), "python", 1, (REPO / rel).read_text()))
+
+    def snippets_at(origin: int) -> list:
+        """What the language server sends with a request at `origin` (it keeps the answer
+        while the lines before the cursor's line stay the same)."""
+        if not args.context:
+            return []
+        start = prefix_start(text, origin, args.prefix_chars)
+        return index.snippets_for(uri, text[start:origin], budget_chars=args.context_chars, max_snippets=4)
 
     def prompt(origin: int, steady: bool = True) -> str:
         start = prefix_start(text, origin, args.prefix_chars) if steady else max(0, origin - args.prefix_chars)
+        snippets = snippets_at(origin)
         steady_min = fim._STEADY_MIN_CHARS
         fim._STEADY_MIN_CHARS = steady_min if steady else 10**9  # the server's earlier cut
         try:
             built = build_prompt(template, text[start:origin], text[origin:origin + 2000], engine.tokenizer,
-                                 settings.max_prompt_tokens, settings.suffix_share)
+                                 settings.max_prompt_tokens, settings.suffix_share, snippets=snippets,
+                                 filepath=args.file, context_share=settings.context_share)
         finally:
             fim._STEADY_MIN_CHARS = steady_min
         return built.text
@@ -63,6 +87,10 @@ async def run(args) -> None:
     rows = []
     print(f"{engine.model_name}, {args.file} from offset {origin0}, {args.keys} keystrokes, "
           f"{args.max_tokens} new tokens a suggestion", flush=True)
+    if args.context:
+        first = snippets_at(origin0)
+        print(f"context: {len(first)} snippets, {sum(len(s.text) for s in first)} characters, from "
+              f"{sorted({s.filepath for s in first})}", flush=True)
     await engine.complete(prompt(origin0), GenerationParams(max_tokens=1), None)
     for k in range(1, args.keys + 1):
         now = prompt(origin0 + k)
@@ -81,6 +109,7 @@ async def run(args) -> None:
     # How often the start changes over a longer stretch of typing (prompts only, no model).
     stretch = range(origin0 + 1, min(len(text), origin0 + args.stretch))
     moved = {steady: sum(start_changed(o, steady) for o in stretch) for steady in (True, False)}
+    context_changes = sum(snippets_at(o - 1) != snippets_at(o) for o in stretch)
     await engine.close()
 
     def med(values):
@@ -101,6 +130,8 @@ async def run(args) -> None:
     print(f"\nsame greedy text with and without reuse: {len(rows)}/{len(rows)} keystrokes")
     print(f"keystrokes that changed the prompt's start, over {len(stretch)} characters typed: "
           f"{moved[True]} with the steady cuts, {moved[False]} with the earlier ones")
+    if args.context:
+        print(f"of which keystrokes that changed the snippets: {context_changes}")
 
 
 def main() -> None:
@@ -110,6 +141,9 @@ def main() -> None:
     parser.add_argument("--stretch", type=int, default=1000, help="characters over which to count start changes")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--prefix-chars", type=int, default=6000)
+    parser.add_argument("--context", action="store_true", help="repository context from the language server's ContextIndex")
+    parser.add_argument("--context-chars", type=int, default=1500, help="its character budget (contextChars)")
+    parser.add_argument("--open", nargs="*", default=[], help="other files open in the editor, relative to the repository")
     asyncio.run(run(parser.parse_args()))
 
 

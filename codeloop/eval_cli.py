@@ -21,14 +21,18 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
     @click.option("--seed", type=int, default=0, show_default=True, help="which lines are picked")
     @click.option("--server", help="the codeloop server (default: trainer.server_url, else the one recorded in data_dir, else host:port)")
     @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+    @click.option("--context", type=click.Choice(["both", "on", "off"]), default="both", show_default=True,
+                  help="ask with the repository context an editor sends (snippets of the files the line's file imports "
+                       "and of the files changed with it), without it, or both ways")
     @click.option("--answers", type=click.Path(dir_okay=False), help="also write every answer to this JSON-lines file")
     @click.option("--quiet", is_flag=True, help="no progress bars")
-    def eval_(repo, since, adapters, n, per_file, seed, server, as_json, answers, quiet) -> None:
+    def eval_(repo, since, adapters, n, per_file, seed, server, as_json, context, answers, quiet) -> None:
         """Ask the running server for lines added to REPO after --since, base vs adapters.
 
         Prints next-line exact match and edit similarity per model with 95 % bootstrap
         intervals, and each adapter's paired difference with the base (McNemar's exact test).
         """
+        from codeloop.snippets import CONTEXT_CHARS
         from trainer.heldout import held_out_lines
         from trainer.mining import MiningError
         from codeloop.names import BASE
@@ -47,13 +51,15 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
                 _fail(f"the server at {url} has no adapter {', '.join(map(repr, missing))}; "
                       f"loaded: {', '.join(sorted(known)) or 'none'} (register one with POST /v1/adapters)")
             try:
-                lines = held_out_lines(Path(repo), since, n=n, per_file=per_file, seed=seed, config=settings.trainer.mining)
+                lines = held_out_lines(Path(repo), since, n=n, per_file=per_file, seed=seed, config=settings.trainer.mining,
+                                       context_chars=0 if context == "off" else CONTEXT_CHARS)
             except (MiningError, ValueError) as exc:
                 _fail(str(exc))
             click.echo(f"{len(lines)} held-out lines from {repo} since {since}", err=True)
             sink = open(answers, "w") if answers else None
             try:
                 results = run_eval(api, lines, [BASE, *dict.fromkeys(a for a in adapters if a != BASE)],
+                                   contexts={"both": (True, False), "on": (True,), "off": (False,)}[context],
                                    progress=not quiet, on_answer=_answer_writer(sink) if sink else None)
             finally:
                 if sink:

@@ -8,8 +8,8 @@ vLLM's OpenAI server rejects a ``suffix`` field, so codeloop renders the FIM pro
 """
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 __all__ = [
@@ -60,13 +60,47 @@ class FimTemplate:
     order: Literal["psm", "spm"] = "psm"  # prefix-suffix-middle or suffix-prefix-middle
     vocab_tokens: tuple[str, ...] = ()
     auto_detect: bool = True
+    # The family's token between files of one repository (Qwen2.5-Coder, StarCoder2): other
+    # files' code goes ahead of the FIM prompt as "{file_sep}{path}\n{code}". Without one,
+    # it goes at the start of the prefix as comments (see render_context).
+    file_sep: str = ""
 
-    def render(self, prefix: str, suffix: str) -> str:
+    def render(self, prefix: str, suffix: str, context: str = "") -> str:
+        """The prompt; `context` is render_context()'s text (other files' code), or ""."""
+        head, prefix = (context, prefix) if self.file_sep else ("", context + prefix)
         if not self.supports_suffix:
-            return self.prefix_marker + prefix
+            return head + self.prefix_marker + prefix
         if self.order == "spm":
-            return self.prefix_marker + self.suffix_marker + suffix + self.middle_marker + prefix
-        return self.prefix_marker + prefix + self.suffix_marker + suffix + self.middle_marker
+            return head + self.prefix_marker + self.suffix_marker + suffix + self.middle_marker + prefix
+        return head + self.prefix_marker + prefix + self.suffix_marker + suffix + self.middle_marker
+
+    def render_context(self, snippets: Sequence[Any], filepath: str | None = None) -> str:
+        """Snippets ({filepath, text}) as the model reads other files: after the family's
+        file separator with their path, else as line comments under their path (as Copilot
+        sends neighbouring tabs), so that a model without repository tokens reads them as
+        notes, not as code of the file it is completing."""
+        if not snippets:
+            return ""
+        if self.file_sep:
+            files = "".join(f"{self.file_sep}{s.filepath}\n{s.text.rstrip()}\n" for s in snippets)
+            return files + f"{self.file_sep}{filepath or ''}\n"
+        blocks = []
+        for s in snippets:
+            mark = line_comment(s.filepath)
+            lines = "".join(f"{mark} {line}".rstrip() + "\n" for line in s.text.rstrip().split("\n"))
+            blocks.append(f"{mark} Compare this snippet from {s.filepath}:\n{lines}")
+        return "".join(blocks)
+
+
+_HASH_COMMENT = frozenset({".py", ".pyi", ".rb", ".sh", ".bash", ".yaml", ".yml", ".toml", ".r", ".pl", ".cfg", ".ini"})
+_DASH_COMMENT = frozenset({".lua", ".sql", ".hs"})
+
+
+def line_comment(filepath: str) -> str:
+    """The line-comment mark of the language a path's extension names ("//" by default)."""
+    dot = filepath.rfind(".")
+    ext = filepath[dot:].lower() if dot > filepath.rfind("/") else ""
+    return "#" if ext in _HASH_COMMENT else "--" if ext in _DASH_COMMENT else "//"
 
 
 def _psm(name: str, pre: str, suf: str, mid: str, *extra_stop: str, **kw: Any) -> FimTemplate:
@@ -81,7 +115,7 @@ TEMPLATES: dict[str, FimTemplate] = {
     for t in (
         # StarCoder, StarCoder2 (and StarCoder-style fine-tunes).
         _psm("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>",
-             "<|endoftext|>", "<fim_pad>", "<file_sep>", "<repo_name>", "<filename>"),
+             "<|endoftext|>", "<fim_pad>", "<file_sep>", "<repo_name>", "<filename>", file_sep="<file_sep>"),
         # The original SantaCoder tokenizer spells the same sentinels with hyphens.
         _psm("santacoder", "<fim-prefix>", "<fim-suffix>", "<fim-middle>",
              "<|endoftext|>", "<fim-pad>"),
@@ -96,7 +130,7 @@ TEMPLATES: dict[str, FimTemplate] = {
              "<｜end▁of▁sentence｜>", "<|EOT|>"),
         _psm("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
              "<|endoftext|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
-             "<|im_start|>", "<|im_end|>"),
+             "<|im_start|>", "<|im_end|>", file_sep="<|file_sep|>"),
         _psm("codegemma", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
              "<|file_separator|>", "<eos>", "<end_of_turn>"),
         # SmolLM2's unused single-token specials (ids 11-13), for a FIM-trained adapter. The
@@ -135,12 +169,16 @@ def get_template(
 ) -> FimTemplate:
     """``"auto"`` detects from the vocabulary; any other name must be a key of TEMPLATES."""
     if name == "auto":
-        return detect_template(model_type, vocab)
-    try:
-        return TEMPLATES[name]
-    except KeyError:
+        template = detect_template(model_type, vocab)
+    elif name in TEMPLATES:
+        template = TEMPLATES[name]
+    else:
         valid = ", ".join(["auto", *TEMPLATES])
-        raise ValueError(f"unknown FIM template {name!r}; valid names: {valid}") from None
+        raise ValueError(f"unknown FIM template {name!r}; valid names: {valid}")
+    if template.file_sep and vocab and template.file_sep not in vocab:
+        # StarCoder (1) shares StarCoder2's FIM tokens but has no file separator.
+        template = replace(template, file_sep="")
+    return template
 
 
 @dataclass(frozen=True)
@@ -160,6 +198,8 @@ class PromptBuild:
     suffix: str
     prompt_tokens: int  # tokens of `text`, counting any BOS the tokenizer adds
     template: str
+    context_snippets: int = 0  # snippets that went into `text`
+    context_tokens: int = 0  # tokens they took
 
 
 def trim_to_budget(
@@ -204,27 +244,65 @@ def build_prompt(
     tokenizer: Any,
     max_prompt_tokens: int,
     suffix_share: float = 0.25,
+    *,
+    snippets: Sequence[Any] = (),
+    filepath: str | None = None,
+    context_share: float = 0.25,
 ) -> PromptBuild:
     """Trim to the budget, then render. Prefix-only templates give the prefix everything.
 
-    ``prompt_tokens`` is at most ``max_prompt_tokens`` unless the sentinels alone exceed it.
+    `snippets` (objects with `filepath` and `text`, least relevant first) get what the prefix
+    and suffix leave of the budget, and at least `context_share` of it; the least relevant
+    are dropped first. ``prompt_tokens`` is at most ``max_prompt_tokens`` unless the
+    sentinels alone exceed it.
     """
     if not template.supports_suffix:
         suffix, suffix_share = "", 0.0
     reserved = _count(tokenizer, template.render("", ""), special=True)
+    context, used = "", 0
+    if snippets and context_share > 0:
+        needed = trim_to_budget(prefix, suffix, tokenizer, max_prompt_tokens, suffix_share, reserved_tokens=reserved)
+        free = max_prompt_tokens - reserved - needed.prefix_tokens - needed.suffix_tokens
+        cap = max(int(max_prompt_tokens * min(context_share, 0.9)), free)
+        context, used = _fit_context(template, list(snippets), filepath, tokenizer, cap)
+    context_tokens = _count(tokenizer, context)
     budget = max_prompt_tokens
     while True:
         trimmed = trim_to_budget(
-            prefix, suffix, tokenizer, budget, suffix_share, reserved_tokens=reserved
+            prefix, suffix, tokenizer, budget, suffix_share, reserved_tokens=reserved + context_tokens
         )
-        text = template.render(trimmed.prefix, trimmed.suffix)
+        text = template.render(trimmed.prefix, trimmed.suffix, context)
         total = _count(tokenizer, text, special=True)
         # Tokens can merge differently across a cut or a sentinel, so check the real total
         # and shrink by the overshoot; one retry is enough in practice.
         overshoot = total - max_prompt_tokens
         if overshoot <= 0 or not (trimmed.prefix or trimmed.suffix):
-            return PromptBuild(text, trimmed.prefix, trimmed.suffix, total, template.name)
+            return PromptBuild(text, trimmed.prefix, trimmed.suffix, total, template.name, used, context_tokens)
         budget -= overshoot
+
+
+def _fit_context(template: FimTemplate, snippets: list[Any], filepath: str | None, tokenizer: Any,
+                 cap: int) -> tuple[str, int]:
+    """The rendered context of the most relevant snippets that fit in `cap` tokens, and how
+    many went in. When even the best one alone is too long, its first lines that fit."""
+    for first in range(len(snippets)):
+        text = template.render_context(snippets[first:], filepath)
+        if _count(tokenizer, text) <= cap:
+            return text, len(snippets) - first
+    best = snippets[-1]
+    lines = best.text.split("\n")
+    while len(lines) > 1:
+        lines = lines[: len(lines) * 3 // 4]
+        text = template.render_context([_Cut(best.filepath, "\n".join(lines))], filepath)
+        if _count(tokenizer, text) <= cap:
+            return text, 1
+    return "", 0
+
+
+@dataclass(frozen=True)
+class _Cut:
+    filepath: str
+    text: str
 
 
 def _tail(text: str, limit: int) -> tuple[str, bool]:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Prompt and generation limits.
     max_prompt_tokens: int = Field(1536, ge=64, le=131072)
     suffix_share: float = Field(0.25, ge=0.0, le=0.9)
+    # Repository context (a request's `segments.snippets`) gets what the prefix and suffix
+    # leave of max_prompt_tokens, and at least this share of it. 0: snippets are ignored.
+    context_share: float = Field(0.25, ge=0.0, le=0.9)
     # End the prompt before a partial token (the cursor's indentation, a half-typed word) and
     # let the model write it again: codeloop/token_healing.py says why (false: off).
     token_healing: bool = True

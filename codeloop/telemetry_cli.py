@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import click
 
-from codeloop.api_client import ApiError
+from codeloop.api_client import ApiError, NoTelemetry, export_telemetry
 from codeloop.http_api import client, exit_for, get_json
 from codeloop.settings import Settings
 
@@ -96,7 +96,7 @@ def register(cli: click.Group, load_settings) -> None:
     server_option = click.option("--server", "server", help=SERVER_OPTION_HELP)
 
     @cli.command()
-    @click.option("--by", type=click.Choice(["adapter", "language", "client", "day"]), default="adapter", show_default=True)
+    @click.option("--by", type=click.Choice(["adapter", "language", "client", "day", "context"]), default="adapter", show_default=True)
     @click.option("--since", type=click.DateTime(), help="only completions from this time (e.g. 2026-11-01)")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
     @server_option
@@ -146,20 +146,16 @@ def register(cli: click.Group, load_settings) -> None:
         where = settings.server(server)
         try:
             with client(settings, where.url) as api:
-                api.export(out, since)
-        except ApiError as exc:
-            if not exc.unreachable:
-                out.unlink(missing_ok=True)
-                exit_for(exc)
-            from feedback.export import export_file
-
-            if not settings.telemetry_db.exists():
-                click.echo(f"codeloop: {where.unreachable()}; there is no telemetry at {settings.telemetry_db} either", err=True)
-                sys.exit(2)
-            rows = export_file(settings.telemetry_db, out, since)
-            click.echo(f"wrote {rows} completions to {out} (read {settings.telemetry_db} directly)")
-            return
-        click.echo(f"wrote {out} ({out.stat().st_size} bytes) from {where.url}")
+                done = export_telemetry(api, out, settings.telemetry_db, since)
+        except ApiError as exc:  # a refusal: no fallback
+            exit_for(exc)
+        except NoTelemetry as exc:
+            click.echo(f"codeloop: {where.unreachable()}; {exc.reason}", err=True)
+            sys.exit(2)
+        if done.read_directly:
+            click.echo(f"wrote {done.rows} completions to {out} (no server answers at {where.url}; read {done.source} directly)")
+        else:
+            click.echo(f"wrote {out} ({out.stat().st_size} bytes) from {done.source}")
 
     @cli.command()
     @click.option("--user", required=True, help="the pseudonym, exactly as recorded (user_id in `codeloop logs --json`)")

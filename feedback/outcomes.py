@@ -105,7 +105,8 @@ def merge_outcomes(con: duckdb.DuckDBPyConnection, events: str, created_since: d
 
 
 # Columns copied from completions when a completion is inserted.
-COPIED_COLUMNS = ("created_at", "user_id", "client", "language", "adapter", "experiment", "arm", "text_chars", "total_ms")
+COPIED_COLUMNS = ("created_at", "user_id", "client", "language", "adapter", "experiment", "arm", "text_chars", "total_ms",
+                  "context_snippets")
 
 # What readers select from `completion_outcomes o`: its columns plus the derived ones.
 DERIVED_SQL = """

@@ -14,12 +14,14 @@ from .outcomes import OUTCOME_COLUMNS, created_bound, outcome_select, outcomes_s
 from .rows import to_utc
 from codeloop.names import BASE
 
-GroupBy = Literal["adapter", "language", "client", "day"]
+GroupBy = Literal["adapter", "language", "client", "day", "context"]
 _GROUP_KEYS: dict[str, str] = {
     "adapter": "adapter",
     "language": "language",
     "client": "client",
     "day": "CAST(created_at AS DATE)",
+    # Whether repository context (snippets) went into the prompt.
+    "context": "CASE WHEN coalesce(context_snippets, 0) > 0 THEN 'context' ELSE 'no context' END",
 }
 _OUTCOME_SELECT = ", ".join(outcome_select(c) for c in OUTCOME_COLUMNS)
 _ACCEPTED_CHARS_RETAINED = (
@@ -79,7 +81,7 @@ def acceptance(
     until: datetime | None = None,
     adapter: str | None = None,
 ) -> list[AcceptanceRow]:
-    """Acceptance per adapter / language / client / day of completions created in
+    """Acceptance per adapter / language / client / day / context of completions created in
     [since, until). by="day" is a time series: days without completions are filled in."""
     if by not in _GROUP_KEYS:
         raise ValueError(f"by must be one of {sorted(_GROUP_KEYS)}, got {by!r}")

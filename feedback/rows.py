@@ -30,6 +30,7 @@ COMPLETION_COLUMNS: dict[str, str] = {
     "prompt_tokens": _INT, "completion_tokens": _INT,
     "queue_ms": _FLOAT, "engine_ms": _FLOAT, "total_ms": _FLOAT, "first_token_ms": _FLOAT,
     "finish_reason": _STR,
+    "context_snippets": _INT, "context_tokens": _INT,
 }
 EVENT_COLUMNS: dict[str, str] = {
     "completion_id": _STR, "kind": _STR, "at": _TS, "elapsed_ms": _FLOAT,

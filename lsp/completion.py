@@ -4,7 +4,7 @@ One `Completer` per language server. For each request, in order:
 1. typing ahead: the user typed the visible suggestion's next characters, so the rest of
    it is the answer (no model call);
 2. otherwise the visible suggestion is rejected as superseded;
-3. the LRU cache keyed by the prompt;
+3. the LRU cache keyed by the prompt (the repository context included: `lsp/context.py`);
 4. automatic triggers wait `debounce_ms`; a newer request for the same document
    supersedes this one (it answers empty), and if it had reached the server its HTTP
    request is closed, which the server turns into a cancelled generation;
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from lsp.cache import LRUCache, prompt_key
 from lsp.client import ServerClient, ServerUnavailable, Suggestion
 from lsp.config import LspConfig
+from lsp.context import ContextIndex
 from lsp.documents import Document, DocumentError, DocumentStore
 from lsp.tracking import Tracker
 
@@ -50,6 +51,7 @@ class Stats:
     cache_hits: int = 0
     debounced: int = 0  # superseded while waiting out the debounce: never sent
     model_calls: int = 0  # HTTP completion requests sent
+    with_context: int = 0  # of those, the ones that carried repository context (segments.snippets)
     cancelled: int = 0  # HTTP requests closed early (superseded or cancelled by the editor)
     failures: int = 0  # server down, slow or erroring: answered empty
     suggestions: int = 0  # requests answered with a suggestion
@@ -80,11 +82,13 @@ class Selected:
 
 
 class Completer:
-    def __init__(self, config: LspConfig, store: DocumentStore, tracker: Tracker, client: ServerClient) -> None:
+    def __init__(self, config: LspConfig, store: DocumentStore, tracker: Tracker, client: ServerClient,
+                 context: ContextIndex | None = None) -> None:
         self.config = config
         self.store = store
         self.tracker = tracker
         self.client = client
+        self.context = context if context is not None else ContextIndex()
         self.cache: LRUCache[Suggestion] = LRUCache(config.cache_size)
         self.stats = Stats()
         self._latest: dict[str, asyncio.Event] = {}  # uri -> "superseded" flag of its newest request
@@ -129,7 +133,9 @@ class Completer:
         suffix = doc.text[offset:offset + cfg.suffix_chars]
         # An answer cut short by the latency budget must not stand in for an invoked one.
         budget = cfg.latency_budget_ms if automatic else cfg.invoked_budget_ms
-        key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, budget, cfg.server_url)
+        snippets = self.context.snippets_for(doc.uri, prefix, budget_chars=cfg.context_chars, max_snippets=cfg.context_snippets)
+        # Equal prefixes with other context are other prompts: the snippets are part of the key.
+        key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, budget, cfg.server_url, tuple(snippets))
 
         suggestion = self.cache.get(key)
         if suggestion is not None:
@@ -148,10 +154,11 @@ class Completer:
             self.stats.debounced += 1
             return None
 
-        body = {
-            "segments": {"prefix": prefix, "suffix": suffix, "filepath": _filepath(doc.uri), "language": doc.language_id or None},
-            "user": cfg.user, "client": cfg.client,
-        }
+        segments: dict = {"prefix": prefix, "suffix": suffix, "filepath": _filepath(doc.uri), "language": doc.language_id or None}
+        if snippets:  # left out when empty: a server from before segments.snippets still answers
+            segments["snippets"] = [s.to_dict() for s in snippets]
+            self.stats.with_context += 1
+        body = {"segments": segments, "user": cfg.user, "client": cfg.client}
         if cfg.max_tokens:
             body["max_tokens"] = await self.client.allowed_max_tokens(cfg.max_tokens)
         if budget:

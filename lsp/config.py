@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codeloop.snippets import CONTEXT_CHARS, CONTEXT_SNIPPETS, MAX_SNIPPETS
+
 
 class ConfigError(ValueError):
     pass
@@ -61,6 +63,12 @@ class LspConfig:
     prefix_chars: int = 6000
     suffix_chars: int = 2000
     cache_size: int = 256
+    # Repository context sent with each request (segments.snippets): windows of the other
+    # open documents, recent edits and imported files, at most this many characters in all
+    # (0 turns it off) and this many windows (the server takes 16 at most).
+    # The same defaults as the trainer's examples and `codeloop eval` (codeloop/snippets.py).
+    context_chars: int = CONTEXT_CHARS
+    context_snippets: int = CONTEXT_SNIPPETS
     # Documents larger than this get no completions (they are still tracked).
     max_document_chars: int = 2_000_000
 
@@ -156,6 +164,7 @@ _OPTION_FIELDS = {
     "user": "user", "client": "client", "retentionSeconds": "retention_s",
     "eventFlushMs": "event_flush_ms",
     "prefixChars": "prefix_chars", "suffixChars": "suffix_chars", "cacheSize": "cache_size",
+    "contextChars": "context_chars", "contextSnippets": "context_snippets",
 }
 _CHECKS = {
     "server_url": _url, "token": _optional(_text), "languages": _languages,
@@ -165,4 +174,5 @@ _CHECKS = {
     "retention_s": _seconds, "event_flush_ms": _int_between(0, 60_000),
     "prefix_chars": _int_between(1, 1_000_000), "suffix_chars": _int_between(0, 1_000_000),
     "cache_size": _int_between(0, 100_000),
+    "context_chars": _int_between(0, 100_000), "context_snippets": _int_between(0, MAX_SNIPPETS),
 }

@@ -1,5 +1,5 @@
 """The pygls language server: one handler per LSP feature; the logic lives in the modules
-they call (documents, completion, tracking, events), which tests drive directly."""
+they call (documents, context, completion, tracking, events), which tests drive directly."""
 from __future__ import annotations
 
 import asyncio
@@ -15,11 +15,13 @@ from pygls.protocol import LanguageServerProtocol
 from lsp.client import ServerClient
 from lsp.completion import Answer, Completer, Selected
 from lsp.config import LspConfig
+from lsp.context import ContextIndex
 from lsp.documents import DocumentError, DocumentStore, clean_text
 from lsp.events import EventSender
 from lsp.spool import EventSpool
 from lsp.status import server_status
 from lsp.tracking import Tracker
+from lsp.workspace import Workspace, workspace_roots
 
 log = logging.getLogger(__name__)
 ACCEPT = "codeloop.accept"
@@ -74,7 +76,8 @@ class CodeloopLanguageServer(LanguageServer):
         self.spool = EventSpool(config.spool_dir)
         self.sender = EventSender(self.spool, self.client, config.event_flush_ms)
         self.tracker = Tracker(self._emit, self._schedule, config.retention_s)
-        self.completer = Completer(config, self.store, self.tracker, self.client)
+        self.context = ContextIndex(Workspace())
+        self.completer = Completer(config, self.store, self.tracker, self.client, self.context)
 
     def _client(self, config: LspConfig) -> ServerClient:
         return ServerClient(config.server_url, config.token, config.timeout_ms / 1000, on_auth_refused=self._token_refused,
@@ -116,7 +119,8 @@ class CodeloopLanguageServer(LanguageServer):
     def stats(self) -> dict:
         return {**self.completer.stats.as_dict(), "events_sent": self.sender.sent, "events_refused": self.sender.refused,
                 "events_unsent": self.spool.unsent_count(), "events_dropped": self.spool.dropped,
-                "documents": len(self.store), "retention_watches": len(self.tracker.watches)}
+                "documents": len(self.store), "context_documents": len(self.context),
+                "retention_watches": len(self.tracker.watches)}
 
 
 def build_server(config: LspConfig) -> CodeloopLanguageServer:
@@ -126,12 +130,17 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
     def initialize(ls: CodeloopLanguageServer, params: types.InitializeParams) -> None:
         encoding = ls.workspace.position_encoding or "utf-16"
         ls.store.encoding = str(getattr(encoding, "value", encoding))  # pygls gives an enum or a str
+        ls.context.workspace.set_roots(workspace_roots(
+            [f.uri for f in params.workspace_folders or []], params.root_uri, params.root_path))
         for problem in ls.apply_options(params.initialization_options):
             ls.warn(problem)
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: CodeloopLanguageServer, params: types.InitializedParams) -> None:
         ls.sender.start()
+        if ls.config.context_chars:
+            # The workspace's files are listed once, in a thread: no request waits for it.
+            asyncio.get_running_loop().run_in_executor(None, ls.context.workspace.warm_up)
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: CodeloopLanguageServer, params: Any) -> None:
@@ -146,7 +155,7 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
     def did_open(ls: CodeloopLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
         doc = params.text_document
         ls.tracker.closed(doc.uri)
-        ls.store.open(doc.uri, doc.language_id, doc.version, doc.text)
+        ls.context.opened(ls.store.open(doc.uri, doc.language_id, doc.version, doc.text))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: CodeloopLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -161,10 +170,12 @@ def build_server(config: LspConfig) -> CodeloopLanguageServer:
                 ls.tracker.closed(uri)
             return
         ls.tracker.edited(ls.store.get(uri), edits)
+        ls.context.changed(ls.store.get(uri), edits)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeloopLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.tracker.closed(params.text_document.uri)
+        ls.context.closed(params.text_document.uri)
         ls.store.close(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())

@@ -8,7 +8,7 @@ from dataclasses import replace
 from functools import partial
 
 from codeloop.fim import FimTemplate, build_prompt, get_template
-from codeloop.names import BASE
+from codeloop.names import BASE, split_arm
 from codeloop.token_healing import Healed, heal, split_stops, still_rewriting, strip_removed
 from server.adapters import AdapterRegistry
 from server.engines import Completion, Engine, EngineBusy, GenerationParams
@@ -42,8 +42,9 @@ class CompletionService:
         max_tokens = req.max_tokens or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
             raise Refused(422, f"max_tokens={max_tokens} is over this server's limit of {self.settings.max_tokens_limit}")
-        if req.segments is not None:
-            prefix, suffix, language = req.segments.prefix, req.segments.suffix, req.segments.language
+        seg = req.segments
+        if seg is not None:
+            prefix, suffix, language = seg.prefix, seg.suffix, seg.language
         else:
             prefix, suffix, language = req.prompt or "", req.suffix or "", None
         # Resolve the adapter and hand the job to the engine with no await in between, so an
@@ -51,11 +52,15 @@ class CompletionService:
         requested = req.adapter or req.model
         routed = self.experiments.route(req.user) if requested is None and self.experiments else None
         experiment, arm = (routed[0].id, routed[1]) if routed else (None, None)
-        adapter = self.registry.resolve(arm or requested)
+        arm_adapter, with_context = split_arm(arm) if arm else (None, True)
+        adapter = self.registry.resolve(arm_adapter or requested)
         template = self.template_for(adapter)
         healed = heal(prefix) if self.settings.token_healing else Healed(prefix, "")
-        prompt = build_prompt(template, healed.prompt_prefix, suffix, self.engine.tokenizer,
-                              self.settings.max_prompt_tokens, self.settings.suffix_share)
+        build = partial(build_prompt, template, tokenizer=self.engine.tokenizer,
+                        max_prompt_tokens=self.settings.max_prompt_tokens, suffix_share=self.settings.suffix_share,
+                        snippets=seg.snippets if seg is not None and with_context else (),
+                        filepath=seg.filepath if seg is not None else None, context_share=self.settings.context_share)
+        prompt = build(prefix=healed.prompt_prefix, suffix=suffix)
         cursor_prefix = prompt.prefix + healed.removed  # what the editor has before the cursor
         params = generation_params(req, max_tokens, template.stop, cursor_prefix, prompt.suffix, language, started)
         if self._in_flight >= self.settings.max_in_flight:
@@ -66,8 +71,7 @@ class CompletionService:
         try:
             result = await self._generate_healed(prompt.text, params, adapter, healed.removed)
             if result is None:  # the model did not re-write what healing removed: ask unhealed
-                prompt = build_prompt(template, prefix, suffix, self.engine.tokenizer,
-                                      self.settings.max_prompt_tokens, self.settings.suffix_share)
+                prompt = build(prefix=prefix, suffix=suffix)
                 result = await self._generate(prompt.text, params, adapter)
         except asyncio.CancelledError:  # the client went away; the engine has stopped
             self.metrics.completions.labels(adapter or BASE, "cancelled").inc()
@@ -86,7 +90,8 @@ class CompletionService:
             usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
             timings=timings(result, started))
         if self.telemetry is not None:
-            await self.telemetry.record_completion(req, response, cursor_prefix, prompt.suffix, language)
+            await self.telemetry.record_completion(req, response, cursor_prefix, prompt.suffix, language,
+                                                   context=(prompt.context_snippets, prompt.context_tokens))
         return response
 
     async def _generate_healed(self, text: str, params: GenerationParams, adapter: str | None,

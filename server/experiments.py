@@ -15,7 +15,7 @@ import uuid
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 
-from codeloop.names import BASE
+from codeloop.names import BASE, split_arm
 from feedback import experiment_rows, queries, stats
 from server.adapters import AdapterRegistry
 from server.errors import DomainError, Problem
@@ -88,7 +88,7 @@ class ExperimentManager:
         return [e for e in self.experiments.values() if e.status == "running"]
 
     def adapters_in_use(self) -> set[str]:
-        return {arm for e in self.running() for arm in e.arms}
+        return {split_arm(arm)[0] for e in self.running() for arm in e.arms}
 
     def route(self, user: str | None) -> tuple[Experiment, str] | None:
         """(experiment, arm) for a user covered by a running experiment, else None."""
@@ -103,7 +103,8 @@ class ExperimentManager:
         if len(arms) < 2:
             raise ExperimentError(Problem.INVALID, "an experiment needs at least two arms, e.g. {\"team-py@6\": 50, \"team-py@7\": 50}")
         for arm, weight in arms.items():
-            if arm != BASE and arm not in self.registry.records:
+            adapter = split_arm(arm)[0]
+            if adapter != BASE and adapter not in self.registry.records:
                 raise ExperimentError(Problem.NOT_FOUND, f"arm {arm!r} is not a loaded adapter; load it first (POST /v1/adapters)")
             if not weight > 0:
                 raise ExperimentError(Problem.INVALID, f"arm {arm!r} has weight {weight}; weights must be positive")
@@ -164,7 +165,8 @@ class ExperimentManager:
         if promote is not None:
             if promote not in exp.arms:
                 raise ExperimentError(Problem.INVALID, f"{promote!r} is not an arm of {exp_id!r}")
-            await self.registry.promote(promote)
+            # An arm without context promotes its adapter; context stays the editors' choice.
+            await self.registry.promote(split_arm(promote)[0])
             exp.winner = promote
         exp.status, exp.stopped_at = "stopped", time.time()
         await self._save(exp)

@@ -6,9 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from codeloop.snippets import MAX_SNIPPET_CHARS, MAX_SNIPPET_PATH_CHARS, MAX_SNIPPETS
 
 # Every stop string is looked for after every token: bounded, like the rest of a request.
 MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
+
+
+class Snippet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filepath: str = Field(..., max_length=MAX_SNIPPET_PATH_CHARS, description="the file the text comes from, relative to the repository")
+    text: str = Field(..., max_length=MAX_SNIPPET_CHARS, description="some of its lines")
 
 
 class Segments(BaseModel):
@@ -17,6 +24,10 @@ class Segments(BaseModel):
     suffix: str = Field("", description="text after the cursor")
     filepath: str | None = None
     language: str | None = Field(None, description="LSP language id, e.g. 'python'")
+    snippets: list[Snippet] = Field(
+        default_factory=list, max_length=MAX_SNIPPETS,
+        description="repository context: other files' code, least relevant first (the client ranks it); "
+                    "the prompt puts it before the prefix within its share of the token budget")
 
 
 class CompletionRequest(BaseModel):

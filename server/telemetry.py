@@ -42,11 +42,12 @@ class Telemetry:
         self._pending: dict[str, Future[None]] = {}  # completion id -> its row on the scrub thread
 
     async def record_completion(self, req: CompletionRequest, resp: CompletionResponse, prefix: str, suffix: str,
-                                language: str | None) -> None:
+                                language: str | None, context: tuple[int, int] = (0, 0)) -> None:
         """Hand the completion to the scrub thread, which journals and queues it for the writer;
         returns once it has, so the answer leaves after its row is on disk (feedback/journal.py).
         The event loop is free meanwhile (scrubbing long input takes milliseconds)."""
         row = self._row(req, resp, prefix, suffix, language)
+        row["context_snippets"], row["context_tokens"] = context
         future = self._scrubber.submit(self._add, row)
         self._pending[resp.id] = future
         # After the insertion: a future already done runs the callback at once.

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from codeloop.snippets import CONTEXT_CHARS, CONTEXT_SNIPPETS
+
 # Folders whose code is someone else's: never trained on.
 VENDORED_DIRS = (
     "vendor", "vendors", "third_party", "third-party", "thirdparty", "external", "extern",
@@ -49,6 +51,11 @@ class MiningConfig(_Strict):
     max_middle_lines: int = Field(8, ge=1)  # a longer added hunk is split into pieces
     min_middle_chars: int = Field(4, ge=1)  # smaller added hunks teach nothing
     functions: bool = True  # also make signature+docstring -> body examples
+    # Repository context for history's examples, built as the language server builds it
+    # (codeloop/snippets.py) from the files changed with the hunk and those its file imports,
+    # at the parent commit. 0 characters: none.
+    context_chars: int = Field(CONTEXT_CHARS, ge=0, le=20_000)
+    context_snippets: int = Field(CONTEXT_SNIPPETS, ge=0, le=16)
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1)  # Jaccard of 5-gram shingles
 
 
@@ -68,6 +75,7 @@ class DataConfig(_Strict):
     # each teaches a few tokens per sequence, a window several hundred.
     history_share: float = Field(0.25, ge=0, le=1)
     suffix_share: float = Field(0.25, ge=0, le=0.9)
+    context_share: float = Field(0.25, ge=0, le=0.9)  # of the prompt, at least, for snippets (as the server)
     telemetry: bool = True  # add accepted suggestions from the server's export
     # An accepted suggestion weighs 0.5 + 0.5 * its retained share (unknown retention: 0.75).
     min_retained_weight: float = Field(0.5, ge=0, le=1)

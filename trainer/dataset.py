@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from trainer.config import DataConfig
 from trainer.examples import Example
 
-COLUMNS = ("prefix", "suffix", "middle", "kind", "source", "path", "commit", "time", "language", "weight", "user")
+COLUMNS = ("prefix", "suffix", "middle", "kind", "source", "path", "commit", "time", "language", "weight", "user", "context")
 
 
 class TooLittleData(Exception):
@@ -115,7 +115,7 @@ def load_examples(folder: Path, name: str) -> list[Example]:
     from datasets import load_from_disk
 
     rows = load_from_disk(str(folder))[name]
-    return [Example(**{c: row[c] for c in COLUMNS if c in row}) for row in rows]  # "user" came later
+    return [Example(**{c: row[c] for c in COLUMNS if c in row}) for row in rows]  # "user" and "context" came later
 
 
 def parse_date(value: str) -> float:

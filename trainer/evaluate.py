@@ -104,7 +104,8 @@ def _lines(text: str) -> list[str]:
 @torch.no_grad()
 def _generate(model: Any, tokenizer: Any, template: Any, examples: Sequence[Example], config: EvalConfig, data: DataConfig) -> list[str]:
     budget = data.max_seq_tokens - config.max_new_tokens
-    prompts = [render(template, tokenizer, e.prefix, e.suffix, budget, data.suffix_share) for e in examples]
+    prompts = [render(template, tokenizer, e.prefix, e.suffix, budget, data.suffix_share, snippets=e.snippets(),
+                      filepath=e.path, context_share=data.context_share) for e in examples]
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
     pad = pad_id(tokenizer)

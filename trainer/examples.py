@@ -5,9 +5,13 @@ trainer/dataset.py turns them into a `datasets.Dataset` split by time.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from codeloop.snippets import Snippet
 
 Kind = Literal["fim", "function", "file", "accepted", "rejected"]
 
@@ -33,9 +37,19 @@ class Example:
     # Telemetry: the pseudonym of who accepted or rejected it, so that `codeloop forget`
     # finds it in a run's saved dataset (feedback/copies.py); "" for mined code.
     user: str = ""
+    # Repository context as the language server sends it (codeloop/snippets.py): a JSON list
+    # of {filepath, text}, so that an adapter learns from the prompts it will be served.
+    context: str = ""
 
     def to_row(self) -> dict:
         return asdict(self)
+
+    def snippets(self) -> list[Snippet]:
+        return [Snippet(s["filepath"], s["text"]) for s in json.loads(self.context)] if self.context else []
+
+    @staticmethod
+    def context_json(snippets: Sequence[Snippet]) -> str:
+        return json.dumps([s.to_dict() for s in snippets]) if snippets else ""
 
 
 @dataclass

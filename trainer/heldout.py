@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
+
+from codeloop.snippets import Snippet
 
 from trainer import filters
 from trainer.config import SOURCE_EXTENSIONS, MiningConfig
 from trainer.dataset import parse_date
 from trainer.mining import MiningError, _BlobReader, _check_repository, _commits
+from trainer.repo_context import CONTEXT_CHARS, CONTEXT_SNIPPETS, ParentContext
 
 # What an editor sends around the cursor (the language server's prefixChars/suffixChars).
 EDITOR_PREFIX_CHARS = 6000
@@ -37,14 +40,20 @@ class HeldOutLine:
     prefix: str  # up to the cursor: the file before the line, then the line's indentation
     suffix: str  # the file from the next line on
     expected: str  # the line after its indentation, without trailing blanks
+    # Repository context as the language server would send it (codeloop/snippets.py), from
+    # the repository at the parent commit: the files this one imports and the files changed
+    # with it stand in for the editor's open tabs.
+    snippets: tuple[Snippet, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def held_out_lines(repo: Path, since: str, *, n: int = 200, per_file: int = 2, seed: int = 0,
-                   config: MiningConfig | None = None) -> list[HeldOutLine]:
-    """At most `n` lines added after `since` (commit time), oldest commit first.
+                   config: MiningConfig | None = None, context_chars: int = CONTEXT_CHARS,
+                   context_snippets: int = CONTEXT_SNIPPETS) -> list[HeldOutLine]:
+    """At most `n` lines added after `since` (commit time), oldest commit first, each with
+    its snippets (at most `context_snippets` in `context_chars`; 0: none).
 
     Raises MiningError for a path that is not a repository and ValueError for a bad date or a
     date after which nothing usable was added.
@@ -60,6 +69,7 @@ def held_out_lines(repo: Path, since: str, *, n: int = 200, per_file: int = 2, s
             if commit.time < cut or filters.bot_commit(commit.author, commit.email, config.bot_authors):
                 continue
             commits += 1
+            new_lines: list[tuple[int, str]] = []  # this commit's lines: index into picked, file text
             for change in commit.files:
                 if not change.blob or not change.added or change.binary or change.mode in ("120000", "160000"):
                     continue
@@ -73,6 +83,15 @@ def held_out_lines(repo: Path, since: str, *, n: int = 200, per_file: int = 2, s
                 candidates = _candidates(text, change.added)
                 for line_no in sorted(rng.sample(candidates, min(per_file, len(candidates)))):
                     picked.append(_cut(text, line_no, repo.resolve().name, commit, change.path))
+                    new_lines.append((len(picked) - 1, text))
+            if new_lines and context_chars > 0:
+                context = ParentContext(repo, blobs, commit.sha, [c.path for c in commit.files if c.blob])
+                for i, text in new_lines:
+                    line = picked[i]
+                    before = "\n".join(text.split("\n")[: line.line - 1])
+                    found = context.snippets(line.path, before, line.prefix, budget_chars=context_chars,
+                                             max_snippets=context_snippets)
+                    picked[i] = replace(line, snippets=tuple(found))
     if not picked:
         raise ValueError(f"no added source lines in {repo} after {since} ({commits} commits since then); "
                          "pick an earlier date")

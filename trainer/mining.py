@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -33,6 +33,7 @@ from trainer.config import SOURCE_EXTENSIONS, MiningConfig
 from trainer.dedupe import dedupe
 from trainer.examples import Example, MiningReport
 from trainer.python_functions import Ranges, touched_functions
+from trainer.repo_context import ParentContext
 from feedback.secrets import scrub
 
 __all__ = ["MiningError", "mine_repositories", "mine_repository"]
@@ -123,7 +124,7 @@ def _mine(path: Path, config: MiningConfig, name: str, progress: bool) -> tuple[
             first = first or commit
             last = commit
             report.commits += 1
-            examples += _mine_commit(commit, config, name, blobs, report)
+            examples += _mine_commit(commit, config, name, blobs, report, path)
             bar.update(1)
     if first and last:
         report.ranges[name] = {
@@ -150,11 +151,14 @@ def _check_repository(path: Path) -> None:
         raise MiningError(f"{path} is an empty git repository (no commits yet): nothing to mine")
 
 
-def _mine_commit(commit: _Commit, config: MiningConfig, name: str, blobs: "_BlobReader", report: MiningReport) -> list[Example]:
+def _mine_commit(commit: _Commit, config: MiningConfig, name: str, blobs: "_BlobReader", report: MiningReport,
+                 repo: Path) -> list[Example]:
     if reason := filters.bot_commit(commit.author, commit.email, config.bot_authors):
         report.dropped[reason] += 1
         return []
     examples: list[Example] = []
+    context = ParentContext(repo, blobs, commit.sha, [c.path for c in commit.files if c.blob],
+                            clean=lambda text: scrub(text, keep_lines=True)[0])
     for change in commit.files:
         if not change.blob or not (change.added or change.binary):
             continue  # deleted, or nothing added (pure deletion, mode change, plain rename)
@@ -173,10 +177,21 @@ def _mine_commit(commit: _Commit, config: MiningConfig, name: str, blobs: "_Blob
         text, found = scrub(original, keep_lines=True)  # same lines as `original`
         report.secrets_scrubbed.update(found)
         source = _SourceFile(text, change.path, commit, name, config, report)
-        examples += source.fim_examples(change.added)
+        mined = source.fim_examples(change.added)
         if config.functions and change.path.endswith(".py"):
-            examples += source.function_examples(original, change.added)
+            mined += source.function_examples(original, change.added)
+        if config.context_chars > 0:
+            mined = [_with_context(e, context, text, config) for e in mined]
+        examples += mined
     return examples
+
+
+def _with_context(example: Example, context: ParentContext, text: str, config: MiningConfig) -> Example:
+    """The example with the snippets an editor would have sent at its cursor (imports are
+    read from the whole file: for training, an import the commit adds below the cursor is no leak)."""
+    found = context.snippets(example.path, text, example.prefix, budget_chars=config.context_chars,
+                             max_snippets=config.context_snippets)
+    return replace(example, context=Example.context_json(found))
 
 
 # --- cutting examples out of one file version ----------------------------------------------

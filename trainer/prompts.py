@@ -6,6 +6,7 @@ the trainer and the server can never disagree about a prompt. The format is reco
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from codeloop.fim import FimTemplate, build_prompt, get_template
@@ -46,5 +47,7 @@ def serving_template(name: str | None, model_type: str | None, vocab: Any, defau
     return get_template(name or default, model_type, vocab)
 
 
-def render(template: FimTemplate, tokenizer: Any, prefix: str, suffix: str, max_prompt_tokens: int, suffix_share: float) -> str:
-    return build_prompt(template, prefix, suffix, tokenizer, max_prompt_tokens, suffix_share).text
+def render(template: FimTemplate, tokenizer: Any, prefix: str, suffix: str, max_prompt_tokens: int, suffix_share: float,
+           *, snippets: Sequence[Any] = (), filepath: str | None = None, context_share: float = 0.25) -> str:
+    return build_prompt(template, prefix, suffix, tokenizer, max_prompt_tokens, suffix_share, snippets=snippets,
+                        filepath=filepath, context_share=context_share).text

@@ -6,6 +6,9 @@ template, token budget, token healing and post-processing all apply. Scores are 
 exact match and edit similarity with 95 % bootstrap intervals, and for each adapter the
 paired difference against the base with its interval and McNemar's exact test.
 
+Each model is asked with the lines' repository context (trainer/repo_context.py) and without
+it, so the report shows what context is worth to the base model and to each adapter.
+
 The request asks for one line (stop at a newline): only the line at the cursor is scored,
 and the lines after it would cost CPU time for nothing.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from codeloop.api_client import ApiClient
-from codeloop.names import BASE
+from codeloop.names import BASE, NO_CONTEXT, split_arm
 from trainer.evaluate import edit_similarity
 from trainer.heldout import HeldOutLine
 from trainer.significance import bootstrap_mean_ci, compare_paired
@@ -49,58 +52,71 @@ def score_line(answer: str, expected: str) -> tuple[bool, float]:
     return got == expected.strip(), edit_similarity(got, expected.strip())
 
 
-def ask(api: ApiClient, line: HeldOutLine, model: str, max_tokens: int) -> str:
+def ask(api: ApiClient, line: HeldOutLine, model: str, max_tokens: int, *, context: bool = True) -> str:
+    segments = {"prefix": line.prefix, "suffix": line.suffix, "filepath": line.path, "language": line.language}
+    if context and line.snippets:
+        segments["snippets"] = [s.to_dict() for s in line.snippets]
     body = {
-        "segments": {"prefix": line.prefix, "suffix": line.suffix, "filepath": line.path, "language": line.language},
-        "adapter": model, "max_tokens": max_tokens, "stop": ["\n"], "temperature": 0,
+        "segments": segments, "adapter": model, "max_tokens": max_tokens, "stop": ["\n"], "temperature": 0,
         "user": EVAL_CLIENT, "client": EVAL_CLIENT,
     }
     return api.complete(body)["choices"][0]["text"]
 
 
 def run_eval(api: ApiClient, lines: Sequence[HeldOutLine], models: Sequence[str], *, max_tokens: int = 48,
-             progress: bool = True, on_answer: Callable[[str, HeldOutLine, str], None] | None = None) -> dict[str, ModelAnswers]:
-    """Each model answers every line (models one after the other: the engine's prompt reuse
-    keeps what it read per adapter)."""
+             contexts: Sequence[bool] = (True,), progress: bool = True,
+             on_answer: Callable[[str, HeldOutLine, str], None] | None = None) -> dict[str, ModelAnswers]:
+    """Each model answers every line, with its snippets and/or without (`contexts`); a model
+    asked without them is reported as "<model>+no-context", as an A/B arm names it. Models
+    go one after the other: the engine's prompt reuse keeps what it read per adapter."""
     import time
 
     from tqdm import tqdm
 
     results: dict[str, ModelAnswers] = {}
-    for model in models:
-        answers = ModelAnswers(model)
+    for model, context in ((m, c) for m in models for c in contexts):
+        label = model if context else model + NO_CONTEXT
+        answers = ModelAnswers(label)
         started = time.monotonic()
-        for line in tqdm(lines, desc=f"eval {model}", unit="line", file=sys.stderr, disable=not progress):
-            text = ask(api, line, model, max_tokens)
+        for line in tqdm(lines, desc=f"eval {label}", unit="line", file=sys.stderr, disable=not progress):
+            text = ask(api, line, model, max_tokens, context=context)
             exact, sim = score_line(text, line.expected)
             answers.answers.append(text)
             answers.exact.append(exact)
             answers.edit_sim.append(sim)
             if on_answer:
-                on_answer(model, line, text)
+                on_answer(label, line, text)
         answers.seconds = time.monotonic() - started
-        results[model] = answers
+        results[label] = answers
     return results
 
 
 def report(results: dict[str, ModelAnswers], *, baseline: str = BASE, seed: int = 0) -> dict:
-    """Per model: scores with intervals; per other model: the paired comparison with the baseline."""
+    """Per model: scores with intervals. Paired comparisons: each adapter against the
+    baseline asked the same way (both with context, or both without), and each model with
+    context against itself without."""
     out: dict = {"models": [r.summary(seed) for r in results.values()], "comparisons": []}
-    base = results.get(baseline)
-    for name, r in results.items():
-        if base is None or name == baseline:
+    pairs = []
+    for name in results:
+        model, context = split_arm(name)
+        if model != baseline:
+            pairs.append((name, baseline if context else baseline + NO_CONTEXT))
+    pairs += [(name, name + NO_CONTEXT) for name in results if split_arm(name)[1]]
+    for name, against in pairs:
+        if against not in results:
             continue
-        cmp = compare_paired(base.exact, r.exact, base.edit_sim, r.edit_sim, seed=seed)
-        out["comparisons"].append({"model": name, "against": baseline, **cmp.to_dict(),
+        a, r = results[against], results[name]
+        cmp = compare_paired(a.exact, r.exact, a.edit_sim, r.edit_sim, seed=seed)
+        out["comparisons"].append({"model": name, "against": against, **cmp.to_dict(),
                                    "significant": cmp.significant()})
     return out
 
 
 def format_report(rep: dict) -> str:
     """The report as the tables `codeloop eval` prints."""
-    rows = [f"{'model':<24}{'n':>5}{'exact match':>13}{'95% CI':>17}{'edit sim':>10}{'95% CI':>17}{'empty':>7}{'s/line':>8}"]
+    rows = [f"{'model':<32}{'n':>5}{'exact match':>13}{'95% CI':>17}{'edit sim':>10}{'95% CI':>17}{'empty':>7}{'s/line':>8}"]
     for m in rep["models"]:
-        rows.append(f"{m['model']:<24}{m['n']:>5}{m['exact_match']:>13.3f}{_ci(m['exact_match_ci']):>17}"
+        rows.append(f"{m['model']:<32}{m['n']:>5}{m['exact_match']:>13.3f}{_ci(m['exact_match_ci']):>17}"
                     f"{m['edit_sim']:>10.3f}{_ci(m['edit_sim_ci']):>17}{m['empty']:>7}{m['seconds_per_line']:>8.2f}")
     for c in rep["comparisons"]:
         rows.append(

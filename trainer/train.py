@@ -138,7 +138,8 @@ def encode_examples(examples: Sequence[Example], tokenizer: Any, template: Any, 
         prefix, middle = heal_aligned(e.prefix, e.middle)
         middle_tokens = len(tokenizer(middle, add_special_tokens=False)["input_ids"])
         budget = data.max_seq_tokens - min(middle_tokens, data.max_seq_tokens // 2) - 1
-        prompt = render(template, tokenizer, prefix, e.suffix, budget, data.suffix_share) if prefix or e.suffix else ""
+        prompt = render(template, tokenizer, prefix, e.suffix, budget, data.suffix_share, snippets=e.snippets(),
+                        filepath=e.path, context_share=data.context_share) if prefix or e.suffix else ""
         encoded.append(encode(tokenizer, prompt, middle, data.max_seq_tokens, e.weight, eos=template.supports_suffix))
     return encoded
 

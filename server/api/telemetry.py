@@ -102,7 +102,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 @router.get("/v1/metrics/acceptance", responses=READ_REFUSALS)
-async def acceptance(request: Request, by: Literal["adapter", "language", "client", "day"] = "adapter",
+async def acceptance(request: Request, by: Literal["adapter", "language", "client", "day", "context"] = "adapter",
                      since: datetime | None = None, until: datetime | None = None,
                      adapter: str | None = Query(None, description="only this adapter ('base' = no adapter)")):
     """Acceptance rate, accepted characters per shown suggestion, retained characters, latency."""

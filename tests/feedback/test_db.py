@@ -103,8 +103,27 @@ def test_schema_1_upgrades_without_the_unused_tables_and_keeps_experiments(tmp_p
         con.execute("INSERT INTO experiments (id, name) VALUES ('exp-1', 'kept')")
         con.close()
     con = open_db(path)
-    assert tables(con) == TABLES and versions(con) == [1, 2]
+    assert tables(con) == TABLES and versions(con) == list(range(1, latest_version() + 1))
     assert con.execute("SELECT name FROM experiments").fetchall() == [("kept",)]
+    con.close()
+
+
+def test_schema_2_upgrades_with_context_columns_and_keeps_its_rows(tmp_path: Path, monkeypatch) -> None:
+    """0003 adds how much repository context each completion had; older rows read as none."""
+    two = tmp_path / "migrations"
+    two.mkdir()
+    for name in ("0001_initial.sql", "0002_drop_unused_tables.sql"):
+        (two / name).write_text((db.MIGRATIONS_DIR / name).read_text())
+    path = tmp_path / "old.duckdb"
+    with monkeypatch.context() as m:
+        m.setattr(db, "MIGRATIONS_DIR", two)
+        con = open_db(path)
+        con.execute("INSERT INTO completions (id, created_at) VALUES ('cmpl-old', now())")
+        con.close()
+    con = open_db(path)
+    assert versions(con)[-1] >= 3
+    assert con.execute("SELECT id, context_snippets, context_tokens FROM completions").fetchall() == [("cmpl-old", None, None)]
+    assert "context_snippets" in {r[0] for r in con.execute("DESCRIBE completion_outcomes").fetchall()}
     con.close()
 
 
@@ -115,7 +134,7 @@ def test_refuses_a_newer_schema_and_leaves_the_file_unchanged(db_path: Path) -> 
     con.close()
     before = file_digest(db_path)
     for read_only in (False, True):
-        with pytest.raises(TelemetryDBError, match=r"created by a newer codeloop \(schema 99, this one knows 2\): upgrade codeloop"):
+        with pytest.raises(TelemetryDBError, match=rf"created by a newer codeloop \(schema 99, this one knows {latest_version()}\): upgrade codeloop"):
             open_db(db_path, read_only=read_only)
     assert file_digest(db_path) == before
     assert not Path(str(db_path) + ".wal").exists()

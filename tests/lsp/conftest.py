@@ -27,20 +27,24 @@ def lsp_env(data_dir: Path) -> dict:
             "CODELOOP_LOG_LEVEL": "info"}
 
 
-async def start_lsp(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code"):
-    """A `codeloop lsp` process with a pytest-lsp client, initialized (FAST options, then `options`)."""
+async def start_lsp(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code",
+                    workspace: Path | None = None):
+    """A `codeloop lsp` process with a pytest-lsp client, initialized (FAST options, then `options`;
+    `workspace`: the folder sent as rootUri and the one workspace folder)."""
     config = ClientServerConfig(server_command=[sys.executable, "-m", "codeloop.cli", "lsp", "--server", server_url],
                                 server_env=lsp_env(data_dir))
     client = await config.start()
+    folders = {"root_uri": workspace.as_uri(), "workspace_folders": [types.WorkspaceFolder(workspace.as_uri(), workspace.name)]} if workspace else {}
     client.init_result = await client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities(capabilities), initialization_options={**FAST, **(options or {})}))
+        capabilities=client_capabilities(capabilities), initialization_options={**FAST, **(options or {})}, **folders))
     return client
 
 
 @contextlib.asynccontextmanager
-async def lsp_session(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code"):
+async def lsp_session(server_url: str, data_dir: Path, options: dict | None = None, capabilities: str = "visual-studio-code",
+                      workspace: Path | None = None):
     """A `codeloop lsp` process, initialized; shut down cleanly afterwards."""
-    client = await start_lsp(server_url, data_dir, options, capabilities)
+    client = await start_lsp(server_url, data_dir, options, capabilities, workspace)
     try:
         yield client
     finally:

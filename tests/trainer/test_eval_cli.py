@@ -89,7 +89,11 @@ def test_eval_counts_agree_with_the_servers_answers(server, repo, tmp_path, make
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
-    assert len(rows) == 2 * 5
+    assert len(rows) == 2 * 2 * 5  # two models, each with its repository context and without
+    assert {r["model"] for r in rows} == {"base", "base+no-context", "eval-probe@1", "eval-probe@1+no-context"}
+    labels = [(c["model"], c["against"]) for c in report["comparisons"]]
+    assert labels == [("eval-probe@1", "base"), ("eval-probe@1+no-context", "base+no-context"),
+                      ("base", "base+no-context"), ("eval-probe@1", "eval-probe@1+no-context")]
     for model in ("base", "eval-probe@1"):
         mine = [r for r in rows if r["model"] == model]
         summary = next(m for m in report["models"] if m["model"] == model)
@@ -105,7 +109,8 @@ def test_eval_counts_agree_with_the_servers_answers(server, repo, tmp_path, make
     assert 0.0 <= cmp["p_value"] <= 1.0
 
     table = codeloop(server, "eval", "--repo", str(repo), "--since", SINCE, "--server", server.url, "--quiet", "--n", "2")
-    assert table.returncode == 0 and "exact match" in table.stdout and table.stdout.count("\nbase") == 1
+    assert table.returncode == 0 and "exact match" in table.stdout and table.stdout.count("\nbase" + " " * 10) == 1
+    assert table.stdout.count("\nbase+no-context" + " " * 10) == 1 and "\nbase vs base+no-context:" in table.stdout
 
 
 def test_eval_errors_are_clear(server, repo, tmp_path):
