@@ -114,3 +114,30 @@ def test_training_examples_are_cut_where_the_server_heals_its_prompts():
             assert cut == heal(prefix + indent).prompt_prefix
         else:
             assert (cut, taught) == (prefix, middle)
+
+
+class _RunsCode:
+    """A pickled object whose loading would run code (here: write a file)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_loaded(tmp_path):
+    import pickle
+
+    import torch
+
+    from trainer.config import TrainConfig
+    from trainer.train import _resume
+
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    torch.save({"config": {}, "step": 3, "payload": _RunsCode(str(marker))}, folder / "state.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        _resume(folder, None, None, None, TrainConfig())
+    assert not marker.exists()
