@@ -78,7 +78,7 @@ def test_a_record_of_another_process_or_garbage_is_not_used(tmp_path):
 
 def test_what_the_server_writes_is_its_users_alone(server):
     """Folders 0700 and files 0600 under data_dir, whatever the umask of the shell."""
-    written = [server.data_dir / name for name in ("telemetry.duckdb", "server.json", "adapters")]
+    written = [server.data_dir / name for name in ("telemetry.duckdb", "telemetry.duckdb.journal", "server.json", "adapters")]
     for path in written:
         assert path.exists(), path
         assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"

@@ -8,7 +8,7 @@ import pytest
 from lsprotocol import types
 
 from tests.conftest import metric
-from tests.lsp.conftest import inline, insert, logged_row, lsp_session, open_doc, stats, wait_for_outcome
+from tests.lsp.conftest import inline, insert, logged_row, lsp_session, open_doc, stats, wait_for_outcome, wait_stats
 
 URI = "file:///work/project/maths.py"
 CODE = "def add(a, b):\n    return"
@@ -203,6 +203,20 @@ async def test_an_invoked_request_is_cut_before_the_editor_gives_up(server, lsp_
     assert row["finish_reason"] == "length" and row["completion_tokens"] < 400
     shown = result.items[0].insert_text if result.items else ""
     assert not shown.rstrip().endswith(("for", "if", "(", "=", ",", "."))
+
+
+async def test_the_event_spool_is_its_users_alone(server, lsp_data):
+    """Events carry code: `codeloop lsp` keeps its spool folder 0700 and its files 0600,
+    whatever the umask of the editor that started it (the test runner's here)."""
+    async with lsp_session(server.url, lsp_data) as client:
+        open_doc(client, URI, CODE)
+        await first_item(client)
+        await wait_stats(client, lambda s: s.events_sent >= 1)
+    spool = lsp_data / "spool"
+    written = [spool, *spool.rglob("*")]
+    assert len(written) > 1, "nothing was spooled"
+    for path in written:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
 
 
 async def test_configuration_changes_apply_and_bad_ones_are_refused(server, lsp_data):
