@@ -1,6 +1,7 @@
 """A/B experiments through the real server and the CLI: assignment, conflicts, report, stop."""
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -131,3 +132,23 @@ def test_cli_start_and_stop(server, arm_adapter):
     assert stopped.returncode == 0 and f"stopped {exp_id}" in stopped.stdout
     bad = cli(server, "experiment", "start", "--name", "x", "--arm", "base=lots")
     assert bad.returncode == 2
+
+
+async def test_concurrent_reports_each_count_as_one_look(server):
+    """Each report is one look of the sequential test; readers at the same moment must not
+    lose one another's look. With the state read before the report's queries are awaited and
+    no lock (as the hardening issue found it), 16 readers all saw look 1."""
+    user = f"looks-{uuid.uuid4().hex[:6]}"
+    r = post(server, "/v1/experiments", {"name": "looks", "arms": {"base": 1, "base+no-context": 1}, "users": [user]})
+    assert r.status_code == 201, r.text
+    exp_id = r.json()["id"]
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            answers = await asyncio.gather(*(client.get(f"/v1/experiments/{exp_id}") for _ in range(16)))
+        assert all(a.status_code == 200 for a in answers)
+        seen = sorted(a.json()["comparisons"][0]["state"]["looks"] for a in answers)
+        assert seen == list(range(1, 17))  # every reader had a look of its own
+        again = httpx.get(f"{server.url}/v1/experiments/{exp_id}", timeout=30).json()
+        assert again["comparisons"][0]["state"]["looks"] == 17
+    finally:
+        post(server, f"/v1/experiments/{exp_id}/stop", {})
