@@ -71,7 +71,7 @@ def _forget_in_file(settings: Settings, user: str) -> dict:
         forgotten = forget_user(con, user)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")  # into the file now, rather than left in the write-ahead log
-        if forgotten.completions or forgotten.experiments:
+        if forgotten.completions or forgotten.experiments or forgotten.review_votes:
             fresh = compact.copy_live_rows(con, settings.telemetry_db)
     finally:
         con.close()
@@ -80,7 +80,8 @@ def _forget_in_file(settings: Settings, user: str) -> dict:
     # Rows a killed server journaled but never wrote: the next start would write them back.
     journaled = journal.drop_user(journal.journal_path(settings.telemetry_db), user)
     counts = forgotten.as_dict()
-    return {**counts, "completions": counts["completions"] + journaled, "experiments": forgotten.experiments}
+    return {**counts, "completions": counts["completions"] + journaled, "experiments": forgotten.experiments,
+            "review_votes": forgotten.review_votes}
 
 
 def format_table(rows: list[dict], columns) -> str:
@@ -161,9 +162,10 @@ def register(cli: click.Group, load_settings) -> None:
     @click.option("--user", required=True, help="the pseudonym, exactly as recorded (user_id in `codeloop logs --json`)")
     @server_option
     def forget(user, server):
-        """Delete a user's completions and their events, take them off experiments' user lists,
-        and remove their rows from training copies under data_dir: through the running server,
-        or in the DuckDB file when none runs. Exit code 1 when there was nothing to delete."""
+        """Delete a user's completions, their events and their blind-review votes, take them off
+        experiments' user lists, and remove their rows from training copies under data_dir:
+        through the running server, or in the DuckDB file when none runs. Exit code 1 when there
+        was nothing to delete."""
         if not user.strip() or user != user.strip() or len(user) > MAX_USER_CHARS:
             raise click.BadParameter(f"{user!r}: give the pseudonym as recorded: 1 to {MAX_USER_CHARS} characters, "
                                      "no leading or trailing spaces", param_hint="--user")
@@ -183,12 +185,14 @@ def register(cli: click.Group, load_settings) -> None:
 
         # Here too: a server elsewhere has its own data_dir, training runs may live in this one.
         examples = data.get("training_examples", 0) + copies.forget_user(settings.data_dir, user)
-        experiments = data.get("experiments", 0)
-        if not (data["completions"] or experiments or examples):
+        experiments, votes = data.get("experiments", 0), data.get("review_votes", 0)
+        if not (data["completions"] or experiments or votes or examples):
             click.echo(f"codeloop: no telemetry recorded for user {user!r}, nothing deleted {where}; give the pseudonym "
                        "exactly as recorded (user_id in `codeloop logs --json`)", err=True)
             sys.exit(1)
         click.echo(f"deleted {data['completions']} completions and {data['events']} events of user {user!r} {where}")
+        if votes:
+            click.echo(f"deleted their {votes} blind-review votes")
         if experiments or examples:
             click.echo(f"removed them from {experiments} experiments' user lists and {examples} rows of training "
                        f"copies (run datasets, exports) under {settings.data_dir}")

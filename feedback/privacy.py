@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from . import experiment_rows
+from . import experiment_rows, review_rows
 from .secrets import scrub
 
 CODE_COLUMNS = ("prefix", "suffix", "text")
@@ -56,23 +56,25 @@ class Forgotten:
     events: int
     ids: tuple[str, ...]  # the deleted completion ids (the writer forgets them too)
     experiments: int = 0  # experiments whose `users` list named them
+    review_votes: int = 0  # votes they cast in blind reviews (the reviewer is the same pseudonym)
 
     def as_dict(self) -> dict[str, Any]:
         return {"user": self.user, "completions": self.completions, "events": self.events}
 
 
 def forget_user(con: duckdb.DuckDBPyConnection, user: str) -> Forgotten:
-    """Delete the user's completions, their events and outcome rows, and take them off the
-    `users` lists of experiments. Run it in a transaction (the writer's `execute`, or
-    BEGIN/COMMIT around it) so that it is all or nothing."""
+    """Delete the user's completions, their events and outcome rows and their review votes,
+    and take them off the `users` lists of experiments. Run it in a transaction (the writer's
+    `execute`, or BEGIN/COMMIT around it) so that it is all or nothing."""
     experiments = experiment_rows.drop_user(con, user)
+    votes = review_rows.drop_reviewer(con, user)
     ids = tuple(r[0] for r in con.execute("SELECT id FROM completions WHERE user_id = ?", [user]).fetchall())
     if not ids:
-        return Forgotten(user, 0, 0, (), experiments)
+        return Forgotten(user, 0, 0, (), experiments, votes)
     mine = "(SELECT unnest(?::VARCHAR[]))"
     # Events carry no user id; they go by completion id (whatever their "at" says).
     events = con.execute(f"DELETE FROM events WHERE completion_id IN {mine}", [list(ids)]).fetchall()[0][0]
     con.execute(f"DELETE FROM completion_outcomes WHERE completion_id IN {mine}", [list(ids)])
     completions = con.execute("DELETE FROM completions WHERE user_id = ?", [user]).fetchall()[0][0]
-    return Forgotten(user, int(completions), int(events), ids, experiments)
+    return Forgotten(user, int(completions), int(events), ids, experiments, votes)
 

@@ -72,6 +72,26 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return (0.0 if x == 0 else centre - half), (1.0 if x == m else centre + half)
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: under "no difference" each decisive pair goes either way
+    with probability 1/2, so the smaller count is binomial(wins + losses, 1/2); ties are left
+    out before. min(1, 2 * P(X <= smaller)); 1.0 with nothing decisive. One home for it: the
+    trainer's McNemar test and the blind-review report both call it."""
+    won, lost = _count(wins, "wins"), _count(losses, "losses")
+    n, k = won + lost, min(won, lost)
+    if n == 0:
+        return 1.0
+    if n <= 1000:
+        # Exact: integers, one division at the end.
+        tail = sum(math.comb(n, i) for i in range(k + 1))
+        return min(1.0, 2 * tail / 2**n)
+    # Log space: 2**n overflows a float past n = 1023.
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
+    top = max(logs)
+    log_tail = top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2)
+    return min(1.0, 2 * math.exp(log_tail))
+
+
 def _pooled_z(x1, n1, x2, n2) -> np.ndarray:
     """Pooled two-proportion z (positive when arm 2 is higher); 0 where it is undefined."""
     x1, n1, x2, n2 = (np.asarray(a, dtype=float) for a in (x1, n1, x2, n2))

@@ -18,6 +18,7 @@ from server.api import adapters as adapters_api
 from server.api import completions as completions_api
 from server.api import experiments as experiments_api
 from server.api import privacy as privacy_api
+from server.api import reviews as reviews_api
 from server.api import telemetry as telemetry_api
 from server.api.adapters import adapter_list
 from server.auth import USER_RESPONSES, require_user
@@ -56,6 +57,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             from feedback.writer import TelemetryWriter
             from server.experiments import ExperimentManager
             from server.retention import RetentionJob
+            from server.reviews import ReviewService
             from server.telemetry import Telemetry
 
             writer = TelemetryWriter(settings.telemetry_db, store_code=settings.store_code,
@@ -64,6 +66,7 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
             telemetry = Telemetry(writer, metrics)
             experiments = ExperimentManager(registry, writer)
             experiments.restore()
+            app.state.reviews = ReviewService(writer)
             if settings.retention_days:  # also with store_code off: code stored before then expires too
                 retention = asyncio.create_task(RetentionJob(writer, settings.retention_days, metrics,
                                                              data_dir=settings.data_dir).run())
@@ -96,14 +99,15 @@ def create_app(settings, model_dir: Path, engine: Engine | None = None) -> FastA
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
     app.state.data_dir = settings.data_dir  # where forget and retention look for copies of telemetry
-    app.state.telemetry = app.state.experiments = None
+    app.state.telemetry = app.state.experiments = app.state.reviews = None
     app.state.tokens = TokenStore(settings.auth_tokens_path)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     share = settings.rate_limit_users_per_address  # auth off: a client address's bucket (server/ratelimit.py)
     app.state.address_limiter = RateLimiter(settings.rate_limit_per_minute * share, settings.rate_limit_burst * share)
-    for module in (completions_api, adapters_api, telemetry_api, experiments_api, privacy_api):
+    for module in (completions_api, adapters_api, telemetry_api, experiments_api, reviews_api, privacy_api):
         # Every /v1 route needs a token once auth is on; admin routes say so themselves.
         app.include_router(module.router, dependencies=[Depends(require_user)], responses=USER_RESPONSES)
+    app.include_router(reviews_api.pages)  # GET /review/{id}: the page asks for a token itself
     _install_error_handlers(app)
 
     @app.get("/healthz")

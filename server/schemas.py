@@ -241,6 +241,7 @@ class UserForgotten(BaseModel):
     completions: int = Field(..., description="completions deleted")
     events: int = Field(..., description="events of those completions deleted")
     experiments: int = Field(0, description="experiments whose `users` list named them (absent: none)")
+    review_votes: int = Field(0, description="votes they cast in blind reviews, deleted (absent: none)")
     training_examples: int = Field(0, description="rows removed from training runs' datasets and exports (absent: none)")
 
 
@@ -256,3 +257,41 @@ class ExperimentStart(BaseModel):
 class ExperimentStop(BaseModel):
     model_config = ConfigDict(extra="forbid")
     promote: str | None = Field(None, description="an arm to make live, or 'winner'")
+
+
+# Blind review (server/reviews.py). A review is stored whole, so every string is bounded.
+MAX_REVIEW_TASKS = 1000
+_INT32_MAX = 2**31 - 1  # DuckDB INTEGER columns
+
+
+class ReviewTaskIn(BaseModel):
+    """A held-out line and both adapters' answers for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(..., min_length=1, max_length=1000, description="the file, relative to the repository")
+    language: str | None = Field(None, max_length=100, description="LSP language id, e.g. 'python' (CodeBLEU needs it)")
+    commit: str | None = Field(None, max_length=100, description="the commit that added the line")
+    line: int | None = Field(None, ge=1, le=_INT32_MAX, description="1-based line number of the cursor")
+    prefix: str = Field(..., max_length=200_000, description="the file before the cursor, as the editor sent it")
+    suffix: str = Field(..., max_length=200_000, description="the file after the cursor")
+    expected: str = Field(..., max_length=20_000, description="what the author wrote; shown to a reviewer after their vote")
+    answer_a: str = Field(..., max_length=20_000)
+    answer_b: str = Field(..., max_length=20_000)
+
+
+class ReviewCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200, description="default: 'B vs A'")
+    a: str = Field(..., min_length=1, max_length=200, description="adapter A ('base' = no adapter), e.g. the live one")
+    b: str = Field(..., min_length=1, max_length=200, description="adapter B, e.g. the candidate")
+    repo: str | None = Field(None, max_length=1000, description="where the tasks came from (free text)")
+    since: str | None = Field(None, max_length=100)
+    tasks: list[ReviewTaskIn] = Field(..., min_length=1, max_length=MAX_REVIEW_TASKS)
+
+
+class ReviewVote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task_id: int = Field(..., ge=1, le=_INT32_MAX)
+    choice: Literal["left", "right", "tie", "skip"]
+    reviewer: str | None = Field(None, max_length=200, description="auth off: who votes (required); auth on: ignored, "
+                                                                    "the token's user votes")

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import torch
 from transformers import StoppingCriteria
 
+# edit_similarity is re-exported: one definition (codeloop/similarity.py) for eval and the review report.
+from codeloop.similarity import edit_similarity, trimmed_lines as _lines
 from trainer.batches import collate, completion_losses, pad_id
 from trainer.config import DataConfig, EvalConfig
 from trainer.examples import Example
@@ -76,29 +78,6 @@ def score(generated: Sequence[str], expected: Sequence[str]) -> dict[str, float]
         totals["exact_match_middle"] += got_span == want_span
         totals["edit_sim_middle"] += edit_similarity(got_span, want_span)
     return {k: round(v / n, 4) for k, v in totals.items()} | {"n": len(expected)}
-
-
-def edit_similarity(a: str, b: str) -> float:
-    """1 - Levenshtein distance / length of the longer string (1.0 for two empty strings)."""
-    if a == b:
-        return 1.0
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return 1.0 - previous[-1] / max(len(a), len(b))
-
-
-def _lines(text: str) -> list[str]:
-    """Lines without trailing blanks, leading and trailing empty lines dropped."""
-    lines = [line.rstrip() for line in text.split("\n")]
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
 
 
 @torch.no_grad()

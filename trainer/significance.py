@@ -7,11 +7,12 @@ the trainer must not need scipy for its promotion gate.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
+
+from feedback.stats import sign_test
 
 # Resampled means computed per numpy call: bounds the [rounds, n] index matrix's memory.
 _CHUNK_CELLS = 4_000_000
@@ -45,7 +46,7 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> McNemar:
     x, y = _same_length(a, b)
     x, y = x.astype(bool), y.astype(bool)
     b_only, a_only = int(np.sum(y & ~x)), int(np.sum(x & ~y))
-    return McNemar(b_only, a_only, _two_sided_binomial_half(b_only + a_only, min(b_only, a_only)))
+    return McNemar(b_only, a_only, sign_test(b_only, a_only))
 
 
 @dataclass(frozen=True)
@@ -93,21 +94,6 @@ def compare_paired(base_exact: Sequence[bool], cand_exact: Sequence[bool], base_
         edit_sim_gain=sim_gain, edit_sim_low=sim_low, edit_sim_high=sim_high,
         cand_only=test.b_only, base_only=test.a_only, p_value=test.p_value,
     )
-
-
-def _two_sided_binomial_half(n: int, k: int) -> float:
-    """min(1, 2 * P(X <= k)) for X ~ binomial(n, 1/2), k <= n/2; 1.0 when n == 0."""
-    if n == 0:
-        return 1.0
-    if n <= 1000:
-        # Exact: integers, one division at the end.
-        tail = sum(math.comb(n, i) for i in range(k + 1))
-        return min(1.0, 2 * tail / 2**n)
-    # Log space: 2**n overflows a float past n = 1023.
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
-    top = max(logs)
-    log_tail = top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2)
-    return min(1.0, 2 * math.exp(log_tail))
 
 
 def _resampled_means(x: np.ndarray, rounds: int, seed: int) -> np.ndarray:

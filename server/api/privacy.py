@@ -24,8 +24,9 @@ log = logging.getLogger("codeloop.privacy")
                                   {404: {"model": Error}, 409: {"model": Error}, 503: {"model": Error}}))
 async def forget_user(request: Request, user: str = Path(..., min_length=1, max_length=200)):
     """Delete every completion recorded for `user` (the pseudonym sent as `user`) and their
-    events, including those still queued; take them off experiments' `users` lists; remove
-    their examples and rows from the training copies under data_dir; then rewrite the
+    events, including those still queued, and their blind-review votes; take them off
+    experiments' `users` lists; remove their examples and rows from the training copies
+    under data_dir; then rewrite the
     database file, so that the deleted rows are gone from it too. 404 when none of that found
     anything, so that a mistyped pseudonym is not taken for a successful erasure."""
     telemetry = telemetry_of(request)
@@ -38,14 +39,17 @@ async def forget_user(request: Request, user: str = Path(..., min_length=1, max_
     except Exception as exc:  # the database cannot be written now; nothing was deleted
         raise Refused(503, f"telemetry store unavailable, nothing deleted; retry later ({exc})", retry_after=5) from None
     examples = await asyncio.to_thread(copies.forget_user, state.data_dir, user)
-    if not (forgotten.completions or forgotten.experiments or examples):
+    in_db = forgotten.completions or forgotten.experiments or forgotten.review_votes
+    if not (in_db or examples):
         raise Refused(404, f"no telemetry recorded for user {user!r}, nothing deleted; give the pseudonym "
                            "exactly as recorded (the user_id column of `codeloop logs --json`)")
     # Only when the database changed: rewriting it is a pause for every writer.
-    compacted = await _compact(telemetry.writer) if forgotten.completions or forgotten.experiments else None
-    log.info("forgot user %r: %d completions, %d events, %d experiment lists, %d training examples; file rewritten: %s",
-             user, forgotten.completions, forgotten.events, forgotten.experiments, examples, compacted)
-    return UserForgotten(**forgotten.as_dict(), experiments=forgotten.experiments, training_examples=examples)
+    compacted = await _compact(telemetry.writer) if in_db else None
+    log.info("forgot user %r: %d completions, %d events, %d experiment lists, %d review votes, %d training examples; "
+             "file rewritten: %s", user, forgotten.completions, forgotten.events, forgotten.experiments,
+             forgotten.review_votes, examples, compacted)
+    return UserForgotten(**forgotten.as_dict(), experiments=forgotten.experiments, review_votes=forgotten.review_votes,
+                         training_examples=examples)
 
 
 async def _compact(writer) -> bool:

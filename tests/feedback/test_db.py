@@ -14,7 +14,8 @@ from feedback.db import TelemetryDBError, latest_version, open_db
 
 from .conftest import file_digest
 
-TABLES = {"schema_version", "completions", "events", "completion_outcomes", "experiments"}
+TABLES = {"schema_version", "completions", "events", "completion_outcomes", "experiments", "reviews", "review_tasks",
+          "review_votes"}
 
 
 def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -124,6 +125,31 @@ def test_schema_2_upgrades_with_context_columns_and_keeps_its_rows(tmp_path: Pat
     assert versions(con)[-1] >= 3
     assert con.execute("SELECT id, context_snippets, context_tokens FROM completions").fetchall() == [("cmpl-old", None, None)]
     assert "context_snippets" in {r[0] for r in con.execute("DESCRIBE completion_outcomes").fetchall()}
+    con.close()
+
+
+def test_schema_3_upgrades_with_the_review_tables_and_keeps_its_rows(tmp_path: Path, monkeypatch) -> None:
+    """0004 adds blind review (reviews, their tasks, the votes); telemetry from before stays."""
+    three = tmp_path / "migrations"
+    three.mkdir()
+    for name in ("0001_initial.sql", "0002_drop_unused_tables.sql", "0003_context_columns.sql"):
+        (three / name).write_text((db.MIGRATIONS_DIR / name).read_text())
+    path = tmp_path / "old.duckdb"
+    with monkeypatch.context() as m:
+        m.setattr(db, "MIGRATIONS_DIR", three)
+        con = open_db(path)
+        assert "reviews" not in tables(con)
+        con.execute("INSERT INTO completions (id, created_at, context_snippets) VALUES ('cmpl-3', now(), 2)")
+        con.execute("INSERT INTO experiments (id, name) VALUES ('exp-3', 'kept')")
+        con.close()
+    con = open_db(path)
+    assert tables(con) == TABLES and versions(con)[:4] == [1, 2, 3, 4]
+    assert con.execute("SELECT id, context_snippets FROM completions").fetchall() == [("cmpl-3", 2)]
+    assert con.execute("SELECT name FROM experiments").fetchall() == [("kept",)]
+    con.execute("INSERT INTO reviews VALUES ('rev-1', 'b vs a', 'base', 'b@1', NULL, NULL, now(), 'open')")
+    con.execute("INSERT INTO review_votes VALUES ('rev-1', 1, 'alice', 'a', now())")
+    with pytest.raises(duckdb.ConstraintException):  # one vote per reviewer and task
+        con.execute("INSERT INTO review_votes VALUES ('rev-1', 1, 'alice', 'b', now())")
     con.close()
 
 
