@@ -91,7 +91,8 @@ def codebleu_language(language: str | None) -> str | None:
 
         _quiet_codebleu()
         get_tree_sitter_language(name)
-    except ImportError:  # codebleu itself, or this language's grammar (tree-sitter-python, ...)
+    except Exception:  # codebleu or the grammar not installed, or a grammar this tree-sitter cannot load
+        log.info("codebleu: no usable grammar for %s; its scores are null", language)
         return None
     return name
 

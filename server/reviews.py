@@ -41,8 +41,9 @@ class ReviewError(DomainError):
 class ReviewService:
     def __init__(self, writer) -> None:
         self.writer = writer  # feedback.writer.TelemetryWriter
-        # Automatic scores per review: its tasks never change, and scoring 1000 of them takes
-        # seconds, so each review is scored once per process, by the first report that needs it.
+        # Automatic scores per review: its tasks never change, and scoring 1000 of them (CodeBLEU
+        # parses every answer) takes about a second, so each review is scored once per process,
+        # by the first report that needs it; a trainer waiting for a verdict polls the report.
         self._scores: dict[str, dict[int, tuple[review_scores.AnswerScore, review_scores.AnswerScore]]] = {}
         self._scoring: dict[str, asyncio.Lock] = {}
 
