@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from codeloop import adapter_cli, auth_cli, eval_cli, experiment_cli, telemetry_cli, trainer_cli
+from codeloop import adapter_cli, auth_cli, eval_cli, experiment_cli, review_cli, telemetry_cli, trainer_cli
 from codeloop.editor_setup import EDITORS
 from codeloop.fim import PREFIX_ONLY_NOTE
 from codeloop.settings import Settings, SettingsError, config_path, load_settings, source_of
@@ -269,6 +269,7 @@ telemetry_cli.register(cli, _settings)
 experiment_cli.register(cli, _settings)
 trainer_cli.register(cli, _settings, _model_dir)
 eval_cli.register(cli, _settings)
+review_cli.register(cli, _settings)
 
 
 def main() -> None:

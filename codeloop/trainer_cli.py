@@ -16,7 +16,7 @@ from codeloop.settings import Settings
 def register(cli: click.Group, load: Callable[..., Settings], model_dir: Callable[[Settings], Path]) -> None:
     @cli.command()
     @click.option("--repo", "repos", multiple=True, type=click.Path(file_okay=False), help="a git repository to learn from (repeatable)")
-    @click.option("--publish", "action", type=click.Choice(["promote", "experiment", "none"]), help="after training (default: trainer.publish.action)")
+    @click.option("--publish", "action", type=click.Choice(["promote", "experiment", "review", "none"]), help="after training (default: trainer.publish.action)")
     @click.option("--no-telemetry", is_flag=True, help="train on git history only")
     @click.option("--max-steps", type=int, help="training step budget (default: trainer.train.max_steps)")
     @click.option("--max-minutes", type=float, help="training time budget in minutes (0 = none)")

@@ -115,7 +115,7 @@ def build_report(summary: Mapping, tasks: Sequence[TaskAnswers], votes: Mapping[
         "ties": verdicts["tie"],
         "skips": verdicts["skip"],
         # Raw counts of votes on shown tasks (identical ones take none).
-        "votes": {c: sum(v.get(c, 0) for v in votes.values()) for c in CHOICES},
+        "vote_counts": {c: sum(v.get(c, 0) for v in votes.values()) for c in CHOICES},
         "win_rate_b": b_wins / decisive if decisive else None,
         "win_rate_b_ci": list(wilson_interval(b_wins, decisive)) if decisive else None,
         "sign_test_p": p_value if decisive else None,

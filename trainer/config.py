@@ -127,7 +127,9 @@ class EvalConfig(_Strict):
 
 class PublishConfig(_Strict):
     name: str = "team"  # adapters are published as NAME@VERSION
-    action: Literal["promote", "experiment", "none"] = "promote"
+    # "review": a blind review of the candidate against the live adapter (trainer/review_tasks.py);
+    # promoted only when the reviewers' verdict is that the candidate is better.
+    action: Literal["promote", "experiment", "review", "none"] = "promote"
     experiment_share: float = Field(0.5, gt=0, lt=1)  # the candidate's share in an A/B test
     # Promote only when the candidate's held-out next-line exact match beats the live adapter's
     # (the base model's when none is live) significantly: McNemar's exact test p < gate_alpha
@@ -136,6 +138,9 @@ class PublishConfig(_Strict):
     min_gain: float = Field(0.0, ge=0)
     min_gate_examples: int = Field(100, ge=1)
     gate_alpha: float = Field(0.05, gt=0, lt=1)
+    review_tasks: int = Field(100, ge=10)  # tasks of the blind review (at most trainer.eval.max_examples)
+    review_wait_s: float = Field(3 * 24 * 3600.0, gt=0)  # how long the trainer waits for the reviewers
+    review_poll_s: float = Field(30.0, gt=0)
 
 
 class RefreshConfig(_Strict):

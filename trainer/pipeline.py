@@ -133,8 +133,24 @@ def _evaluate_and_publish(cfg: TrainerSettings, api: ApiClient, state: dict, nam
     echo(gate_table(results) if results else "no held-out lines to evaluate on")
     _record_metrics(folder, results)  # before publishing: a promote shows codeloop.json as it is then
     decision = publish(api, name, folder, state.get("live"), results or {k: {} for k in models}, cfg.publish,
-                       action, registered=True)
+                       action, registered=True, review=_reviewer(cfg, api, name, lines, progress, echo))
     return results, decision.__dict__
+
+
+def _reviewer(cfg: TrainerSettings, api: ApiClient, name: str, lines: Sequence, progress: bool,
+              echo: Callable[[str], None]) -> Callable[[str], dict]:
+    """For `--publish review`: a blind review of the candidate against `control` on the held-out
+    lines; waits for the reviewers (trainer.publish.review_wait_s) and returns the report."""
+    def review(control: str) -> dict:
+        from trainer.review_tasks import create_review, wait_for_verdict
+
+        made = create_review(api, lines[: cfg.publish.review_tasks], control, name, name=f"{name} vs {control}",
+                             progress=progress)
+        echo(f"blind review {made['id']}: {made['shown']} tasks; reviewers vote at {api.url.rstrip('/')}{made['url']} "
+             f"(waiting up to {cfg.publish.review_wait_s / 3600:.0f} h; `codeloop review close {made['id']}` ends it)")
+        return wait_for_verdict(api, made["id"], wait_s=cfg.publish.review_wait_s, poll_s=cfg.publish.review_poll_s, echo=echo)
+
+    return review
 
 
 def _evaluate_here(cfg: TrainerSettings, paths: RunPaths, tokenizer: Any, model_type: str, template: Any, trained: Any,

@@ -14,7 +14,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from codeloop.api_client import ApiClient
 from codeloop.names import BASE
@@ -29,6 +29,7 @@ class Decision:
     action: str  # what was done: "promoted", "experiment", "registered", "not_published"
     reason: str
     experiment_id: str | None = None
+    review_id: str | None = None
     gate: dict | None = None  # GateResult.to_dict(): the comparison behind the decision
 
 
@@ -128,9 +129,15 @@ def record_gate(folder: Path, result: GateResult, config: PublishConfig) -> None
 
 
 def publish(api: ApiClient, name: str, folder: Path, live: str | None, results: dict[str, dict[str, Any]],
-            config: PublishConfig, action: str | None = None, *, registered: bool = False) -> Decision:
+            config: PublishConfig, action: str | None = None, *, registered: bool = False,
+            review: Callable[[str], dict[str, Any]] | None = None) -> Decision:
     """Record the gate in codeloop.json, register the adapter (hot-load), then promote it,
-    start an A/B test, or leave it.
+    start an A/B test, have people review it blind, or leave it.
+
+    With action "review", `review(control)` creates a blind review of the candidate (side b)
+    against `control` (side a: the live adapter, or the base model) and returns its report
+    once the reviewers are done; the people's verdict decides, the gate's figures stand beside
+    it in codeloop.json (exact match misses a right suggestion written differently).
 
     A candidate that fails the gate is not promoted; with action "promote" it is not loaded
     (or, `registered` for its evaluation, unloaded again: it would take an engine slot for
@@ -150,9 +157,29 @@ def publish(api: ApiClient, name: str, folder: Path, live: str | None, results: 
     if action == "promote":
         api.promote(name)
         return Decision("promoted", result.reason, gate=verdict)
+    if action == "review":
+        return _after_review(api, name, live or BASE, review, verdict)
     if action == "experiment":
         control = live or BASE
         share = config.experiment_share
         exp = api.start_experiment(f"{name} vs {control}", {name: share, control: 1.0 - share}, control)
         return Decision("experiment", f"A/B test started against {control}; {result.reason}", exp.get("id"), gate=verdict)
     return Decision("registered", f"registered only (action 'none'); {result.reason}", gate=verdict)
+
+
+def _after_review(api: ApiClient, name: str, control: str, review: Callable[[str], dict[str, Any]] | None,
+                  verdict: dict) -> Decision:
+    if review is None:
+        raise ValueError("action 'review' needs a server and held-out lines to review")
+    rep = review(control)
+    seen = (f"blind review {rep['id']} ({rep['voted_tasks']} of {rep['shown']} tasks voted, "
+            f"{rep['arms']['b']['wins']} wins for {name}, {rep['arms']['a']['wins']} for {control}, {rep['ties']} ties"
+            + (f", sign test p = {rep['sign_test_p']:.3g}" if rep.get("sign_test_p") is not None else "") + ")")
+    verdict = verdict | {"review": {"id": rep["id"], "verdict": rep["verdict"], "win_rate_b": rep.get("win_rate_b"),
+                                    "sign_test_p": rep.get("sign_test_p")}}
+    if rep["verdict"] == "b_better":
+        api.promote(name)
+        return Decision("promoted", f"{seen}: the reviewers found it better than {control}", review_id=rep["id"], gate=verdict)
+    why = {"a_better": f"the reviewers found {control} better", "no_difference": "no significant difference",
+           "too_few_votes": "too few decided tasks when the wait ended"}.get(rep["verdict"], rep["verdict"])
+    return Decision("registered", f"not promoted: {seen}: {why}; it stays registered", review_id=rep["id"], gate=verdict)

@@ -52,14 +52,19 @@ def score_line(answer: str, expected: str) -> tuple[bool, float]:
     return got == expected.strip(), edit_similarity(got, expected.strip())
 
 
-def ask(api: ApiClient, line: HeldOutLine, model: str, max_tokens: int, *, context: bool = True) -> str:
+def ask(api: ApiClient, line: HeldOutLine, model: str, max_tokens: int, *, context: bool = True,
+        one_line: bool = True) -> str:
+    """The model's answer at the line's cursor, asked in the editor form. `one_line` False:
+    as an editor's multi-line suggestion (the server's own stops), for a blind review."""
     segments = {"prefix": line.prefix, "suffix": line.suffix, "filepath": line.path, "language": line.language}
     if context and line.snippets:
         segments["snippets"] = [s.to_dict() for s in line.snippets]
     body = {
-        "segments": segments, "adapter": model, "max_tokens": max_tokens, "stop": ["\n"], "temperature": 0,
+        "segments": segments, "adapter": model, "max_tokens": max_tokens, "temperature": 0,
         "user": EVAL_CLIENT, "client": EVAL_CLIENT,
     }
+    if one_line:
+        body["stop"] = ["\n"]
     return api.complete(body)["choices"][0]["text"]
 
 

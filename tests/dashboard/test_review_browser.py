@@ -160,7 +160,7 @@ def test_a_reviewer_votes_on_every_task_by_keyboard_and_the_report_counts_it(rev
     assert True in cast["orders"] and False in cast["orders"], "left/right was not randomised"
     assert sorted(cast["per_task"]) == [i for i in range(1, SHOWN + len(IDENTICAL) + 1) if i not in IDENTICAL]
     got = report(review["server"], review["id"])
-    assert got["votes"] == cast["counts"]
+    assert got["vote_counts"] == cast["counts"]
     assert got["voted_tasks"] == SHOWN
     for detail in got["tasks_detail"]:  # each vote landed on the side that was on screen
         expected = {"a": 0, "b": 0, "tie": 0, "skip": 0}
@@ -197,7 +197,7 @@ def test_code_is_shown_as_text_with_highlighting_and_the_cursor_marked(review, b
 
 
 def test_a_second_reviewer_counts_separately_and_a_refused_vote_shows_the_server_error(review, browser):  # noqa: F811
-    before = report(review["server"], review["id"])["votes"]
+    before = report(review["server"], review["id"])["vote_counts"]
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     w = Watched(context, allowed_statuses=(409,))
     other = Watched(context, allowed_statuses=(409,))  # the same reviewer in a second tab
@@ -228,7 +228,7 @@ def test_a_second_reviewer_counts_separately_and_a_refused_vote_shows_the_server
     finally:
         context.close()
     cast["counts"]["tie"] += 1
-    got = report(review["server"], review["id"])["votes"]
+    got = report(review["server"], review["id"])["vote_counts"]
     assert got == {k: before[k] + cast["counts"][k] for k in before}
 
 
@@ -280,7 +280,7 @@ def test_with_auth_on_the_page_asks_for_a_token_then_works(model_dir, tmp_path, 
         assert w.page.evaluate("() => sessionStorage.getItem('codeloop.token')") == user
         assert w.page.evaluate("() => localStorage.getItem('codeloop.token')") is None
         assert leaks(w) == [] and w.problems == []
-        assert report(server, rid, headers=bearer(admin))["votes"] == {"a": 0, "b": 0, "tie": 1, "skip": 0}
+        assert report(server, rid, headers=bearer(admin))["vote_counts"] == {"a": 0, "b": 0, "tie": 1, "skip": 0}
     finally:
         context.close()
         server.stop()

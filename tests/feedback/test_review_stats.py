@@ -99,7 +99,7 @@ def test_report_counts_verdicts_votes_and_disagreements():
 
     assert report["arms"]["b"]["wins"] == 8 and report["arms"]["a"]["wins"] == 0
     assert report["ties"] == 2 and report["skips"] == 1
-    assert report["votes"] == {"a": 2, "b": 16, "tie": 1, "skip": 3}  # raw counts
+    assert report["vote_counts"] == {"a": 2, "b": 16, "tie": 1, "skip": 3}  # raw counts
     assert report["win_rate_b"] == 1.0 and report["win_rate_b_ci"] == list(wilson_interval(8, 8))
     assert report["sign_test_p"] == pytest.approx(2 / 256)
     assert report["verdict"] == "too_few_votes"  # 8 decisive tasks
@@ -123,4 +123,4 @@ def test_report_of_a_review_without_votes():
     assert report["verdict"] == "too_few_votes"
     assert report["win_rate_b"] is None and report["win_rate_b_ci"] is None and report["sign_test_p"] is None
     assert report["agreement"] == {"tasks": 0, "pairwise": None, "fleiss_kappa": None}
-    assert report["votes"] == {"a": 0, "b": 0, "tie": 0, "skip": 0}
+    assert report["vote_counts"] == {"a": 0, "b": 0, "tie": 0, "skip": 0}

@@ -159,7 +159,7 @@ def test_votes_map_left_and_right_to_a_and_b_and_are_counted_once(server):
     assert vote(server, rid, 2, "skip", "r3").status_code == 201
 
     rep = report(server, rid)
-    assert rep["votes"] == {"a": 0, "b": 22, "tie": 1, "skip": 1}  # every vote cast, once
+    assert rep["vote_counts"] == {"a": 0, "b": 22, "tie": 1, "skip": 1}  # every vote cast, once
     assert (rep["voted_tasks"], rep["shown"]) == (11, 11)
     assert rep["arms"]["b"]["wins"] == 11 and rep["arms"]["a"]["wins"] == 0 and rep["ties"] == 0
     assert rep["arms"]["a"]["adapter"] == review["a"] and rep["arms"]["b"]["adapter"] == review["b"]
@@ -185,7 +185,7 @@ def test_a_closed_review_takes_no_votes(server):
     handed = next_task(server, rid, "dora").json()
     assert handed["task"] is None and handed["review"]["status"] == "closed"
     assert httpx.post(f"{server.url}/v1/reviews/{rid}/close", timeout=30).status_code == 200  # again: no change
-    assert report(server, rid)["votes"]["a"] + report(server, rid)["votes"]["b"] == 1
+    assert report(server, rid)["vote_counts"]["a"] + report(server, rid)["vote_counts"]["b"] == 1
 
 
 def test_a_reviewer_is_required_with_auth_off(server):
@@ -210,7 +210,7 @@ def test_forget_removes_the_reviewers_votes(server):
     assert gone.status_code == 200, gone.text
     assert gone.json()["review_votes"] == 3 and gone.json()["completions"] == 0
     rep = report(server, rid)
-    assert sum(rep["votes"].values()) == 1 and rep["voted_tasks"] == 1
+    assert sum(rep["vote_counts"].values()) == 1 and rep["voted_tasks"] == 1
     assert next_task(server, rid, who).json()["progress"]["done"] == 0  # may vote afresh
     assert httpx.delete(f"{server.url}/v1/users/{who}", timeout=120).status_code == 404  # nothing left
 
@@ -250,7 +250,7 @@ def test_votes_survive_a_restart_and_auth_decides_who_votes(model_dir, tmp_path)
         assert handed["progress"] == {"done": 0, "total": 4} and handed["task"]["task_id"] == 1
         assert vote(server, rid, 1, "tie", "r1", headers=user).status_code == 201
         assert vote(server, rid, 1, "tie", None, headers=user).status_code == 409  # carol again
-        assert sum(report(server, rid, headers=admin)["votes"].values()) == 5
+        assert sum(report(server, rid, headers=admin)["vote_counts"].values()) == 5
         gone = httpx.delete(server.url + "/v1/users/carol", headers=admin, timeout=120)
         assert gone.status_code == 200 and gone.json()["review_votes"] == 1
     finally:
