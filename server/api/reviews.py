@@ -35,7 +35,7 @@ def _reviewer(request: Request, named: str | None) -> str:
     principal = principal_of(request)
     if principal is not None:
         return principal.user
-    if named is None or not 1 <= len(named) <= 200 or not named.isprintable():
+    if named is None or not named.strip() or len(named) > 200 or not named.isprintable():
         raise Refused(422, "reviewer: give who votes as `reviewer`, 1 to 200 printable characters "
                            "(auth is off, so the server cannot tell from a token)")
     return named

@@ -191,7 +191,7 @@ def test_a_closed_review_takes_no_votes(server):
 def test_a_reviewer_is_required_with_auth_off(server):
     rid = create(server, make_tasks(1))["id"]
     for r in (next_task(server, rid, None), vote(server, rid, 1, "left", None),
-              next_task(server, rid, "tab\there"), next_task(server, rid, "x" * 201)):
+              next_task(server, rid, "tab\there"), next_task(server, rid, "x" * 201), next_task(server, rid, "   ")):
         assert r.status_code == 422 and "reviewer" in r.json()["error"]
 
 
