@@ -12,12 +12,18 @@ from pathlib import Path
 
 import httpx
 
+from lsp.config import LspConfig
+
 REPO = Path(__file__).resolve().parent.parent
 KEY_S = (0.030, 0.150)  # between keystrokes
 LINE_PAUSE_S = (2.0, 8.0)  # after Enter
-DEBOUNCE_S = 0.150  # lsp/config.py debounceMs
-TIMEOUT_S = 8.0  # lsp/config.py timeoutMs
-EVENT_FLUSH_S = 1.0  # lsp/config.py eventFlushMs
+LSP_DEFAULTS = LspConfig()
+DEBOUNCE_S = LSP_DEFAULTS.debounce_ms / 1000
+TIMEOUT_S = LSP_DEFAULTS.timeout_ms / 1000
+EVENT_FLUSH_S = LSP_DEFAULTS.event_flush_ms / 1000
+# What the language server asks automatic triggers to be answered within (whole suggestions
+# when None): the latency budget, and the line budget for multi-line suggestions.
+BUDGETS = {"max_latency_ms": LSP_DEFAULTS.latency_budget_ms, "line_latency_ms": LSP_DEFAULTS.line_budget_ms}
 RETAINED_AFTER_S = 30.0
 PREFIX_CHARS, SUFFIX_CHARS, MAX_TOKENS = 1500, 500, 32  # as bench/lsp_typist.py
 P_ACCEPT_WRONG, P_DISMISS = 0.15, 0.10
@@ -188,7 +194,8 @@ class Editor:
         doc_prefix = self.before + self.typed
         body = {"segments": {"prefix": doc_prefix[-PREFIX_CHARS:], "suffix": self.after[:SUFFIX_CHARS],
                              "filepath": self.path, "language": self.language},
-                "user": self.user, "client": "bench-load/1", "max_tokens": MAX_TOKENS}
+                "user": self.user, "client": "bench-load/1", "max_tokens": MAX_TOKENS,
+                **{name: ms for name, ms in BUDGETS.items() if ms}}
         self.in_flight = True
         self.stats.sent += 1
         started = time.monotonic()

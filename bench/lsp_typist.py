@@ -18,10 +18,13 @@ Configurations, each run with a fresh `codeloop lsp` process against the same se
   b "no d/c":      debounceMs 0, cancelSuperseded false, and the editor never cancels;
   c "no $/cancel": debounceMs 150, cancelSuperseded true, an editor that never cancels (only
                    the language server's own superseding acts; not run unless --configs has c);
-  d "no budget":   as a, with the latency budget off (latencyBudgetMs null): automatic triggers
-                   wait for whole suggestions (not run unless --configs has d).
-a, b and c keep the language server's latencyBudgetMs (2000): the server answers an automatic
-trigger with what it generated within that.
+  d "no budget":   as a, with both budgets off (latencyBudgetMs and lineBudgetMs null):
+                   automatic triggers wait for whole suggestions (not run unless --configs has d);
+  e "no line budget": as a, with lineBudgetMs null: a multi-line suggestion is not ended at a
+                   line soon after the request (not run unless --configs has e).
+a, b and c keep the language server's latencyBudgetMs (2000) and lineBudgetMs: the server
+answers an automatic trigger with what it generated within the first, and a multi-line one
+with the line it completed after the second (--line-budget-ms sets it).
 All use maxTokens 32, prefixChars 1500, suffixChars 500 and timeoutMs 30000 (options below) and
 otherwise the language server's defaults. Its own defaults (prefixChars 6000, suffixChars 2000,
 timeoutMs 8000; --lsp-defaults) give a ~1200-token prompt: the engine reads it whole once and
@@ -490,11 +493,12 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
 
 
-CONFIGS = {  # key: (name, debounceMs, cancelSuperseded, the editor cancels, latency budget on)
-    "a": ("defaults", 150, True, True, True),
-    "b": ("no d/c", 0, False, False, True),
-    "c": ("no $/cancel", 150, True, False, True),
-    "d": ("no budget", 150, True, True, False),
+CONFIGS = {  # key: (name, debounceMs, cancelSuperseded, the editor cancels, latency budget on, line budget on)
+    "a": ("defaults", 150, True, True, True, True),
+    "b": ("no d/c", 0, False, False, True, True),
+    "c": ("no $/cancel", 150, True, False, True, True),
+    "d": ("no budget", 150, True, True, False, False),
+    "e": ("no line budget", 150, True, True, True, False),
 }
 
 
@@ -519,11 +523,15 @@ async def run(args, script: Script, model_dir: Path) -> dict[str, Combined]:
             # does not fall on one configuration only.
             order = [key for n in range(args.rounds) for key in (args.configs if n % 2 == 0 else args.configs[::-1])]
             for n, key in enumerate(order):
-                name, debounce, cancel_superseded, editor_cancels, budget = CONFIGS[key]
+                name, debounce, cancel_superseded, editor_cancels, budget, line_budget = CONFIGS[key]
                 options = {**common, "debounceMs": debounce, "cancelSuperseded": cancel_superseded,
                            "user": f"typist-{key}-{run_id}-{n}"}
                 if not budget:
                     options["latencyBudgetMs"] = None
+                if not line_budget:
+                    options["lineBudgetMs"] = None
+                elif args.line_budget_ms is not None:
+                    options["lineBudgetMs"] = args.line_budget_ms
                 t, cpu, load = time.monotonic(), cpu_seconds(server.proc.pid), os.getloadavg()[0]
                 r = await run_mode(name, server.url, script, options, editor_cancels, args.budget_s, drain_s,
                                    Path(tmp) / f"lsp-{n}", args.lsp_log_level)
@@ -564,6 +572,8 @@ def main() -> None:
     parser.add_argument("--configs", default="ab", type=_configs,
                         help="configurations to run, in this order: a (defaults), b (no debounce, no cancel), "
                              "c (debounce and cancelSuperseded, but an editor that never sends $/cancelRequest)")
+    parser.add_argument("--line-budget-ms", type=int, default=None,
+                        help="the LSP's lineBudgetMs in configurations that keep it (default: the LSP's)")
     parser.add_argument("--rounds", type=int, default=1, help="run the configurations this many times, alternating their order")
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the converted default model)")
     parser.add_argument("--lsp-log-level", default="error")
@@ -613,9 +623,10 @@ def main() -> None:
         print(line)
     print()
     for k in keys:
-        _, debounce, cancel_superseded, editor_cancels, budget = CONFIGS[k]
+        _, debounce, cancel_superseded, editor_cancels, budget, line_budget = CONFIGS[k]
+        line = (args.line_budget_ms or f"LSP default ({LspConfig().line_budget_ms})") if line_budget else "off"
         print(f"{k}: debounceMs {debounce}, cancelSuperseded {str(cancel_superseded).lower()}, "
-              f"latencyBudgetMs {f'LSP default ({LspConfig().latency_budget_ms})' if budget else 'off'}, "
+              f"latencyBudgetMs {f'LSP default ({LspConfig().latency_budget_ms})' if budget else 'off'}, lineBudgetMs {line}, "
               f"{'the editor sends $/cancelRequest for its pending request at each keystroke' if editor_cancels else 'the editor never cancels'}")
     print("wasted = generated - seen; generated = finished + cancelled generations' tokens.")
     print(f"whole run {time.monotonic() - started:.0f} s")

@@ -63,6 +63,8 @@ class ServerClient:
         self.on_problem = on_problem or (lambda message: None)
         self._told: set[str] = set()
         self._max_tokens_limit: int | None = None
+        # False once the server refused line_latency_ms (a server from before it): left out then.
+        self.line_budget_known = True
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
@@ -74,6 +76,8 @@ class ServerClient:
         ServerUnavailable on timeouts and connection errors."""
         if time.monotonic() < self.busy_until:
             return None  # the server said 429: no suggestion now, and no request until Retry-After
+        if not self.line_budget_known:
+            body = {k: v for k, v in body.items() if k != "line_latency_ms"}
         try:
             resp = await self._http.post("/v1/completions", json=body)
         except httpx.HTTPError as exc:
@@ -88,6 +92,10 @@ class ServerClient:
                 self.busy_answers += 1
                 log.info("server busy (HTTP 429: %s); no suggestions for %.1f s", _error_text(resp), self.busy_until - time.monotonic())
                 return None
+            if resp.status_code == 422 and "line_latency_ms" in body and "line_latency_ms" in _error_text(resp):
+                log.info("the server does not know line_latency_ms (an older codeloop): asking without it")
+                self.line_budget_known = False
+                return await self.complete(body)
             if resp.status_code >= 500:
                 raise ServerUnavailable(f"HTTP {resp.status_code}: {_error_text(resp)}")
             if resp.status_code in (401, 403) and not self.auth_refused:

@@ -135,7 +135,9 @@ class Completer:
         budget = cfg.latency_budget_ms if automatic else cfg.invoked_budget_ms
         snippets = self.context.snippets_for(doc.uri, prefix, budget_chars=cfg.context_chars, max_snippets=cfg.context_snippets)
         # Equal prefixes with other context are other prompts: the snippets are part of the key.
-        key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, budget, cfg.server_url, tuple(snippets))
+        # Without a latency budget the user waits for whole suggestions: no line budget either.
+        line_budget = cfg.line_budget_ms if automatic and cfg.latency_budget_ms else None
+        key = prompt_key(prefix, suffix, doc.language_id, cfg.max_tokens, (budget, line_budget), cfg.server_url, tuple(snippets))
 
         suggestion = self.cache.get(key)
         if suggestion is not None:
@@ -163,6 +165,8 @@ class Completer:
             body["max_tokens"] = await self.client.allowed_max_tokens(cfg.max_tokens)
         if budget:
             body["max_latency_ms"] = budget
+        if line_budget:
+            body["line_latency_ms"] = line_budget
         suggestion = await self._ask_server(body, superseded)
         if suggestion is None:
             return None

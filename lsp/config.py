@@ -19,6 +19,9 @@ from typing import Any
 from codeloop.snippets import CONTEXT_CHARS, CONTEXT_SNIPPETS, MAX_SNIPPETS
 
 
+LINE_BUDGET_MS = 250
+
+
 class ConfigError(ValueError):
     pass
 
@@ -50,6 +53,12 @@ class LspConfig:
     # so on a slow engine a shorter suggestion in time beats a longer one too late. None: no
     # budget. Explicit invocations get `invoked_budget_ms`, a second under timeout_ms.
     latency_budget_ms: int | None = 2000
+    # Automatic triggers also ask that, this long after the request, a multi-line suggestion
+    # end with the line it has completed (the server's line_latency_ms): on a CPU the first
+    # lines of a block come in a few hundred milliseconds, the whole block a second later,
+    # after the user has typed on. Accepting them asks for the next lines. None: off (and
+    # off with latency_budget_ms, whose None means whole suggestions).
+    line_budget_ms: int | None = LINE_BUDGET_MS
     user: str = dataclasses.field(default_factory=default_user)
 
     client: str = "codeloop-lsp"
@@ -160,7 +169,7 @@ def _seconds(value: Any) -> tuple[float, ...]:
 _OPTION_FIELDS = {
     "serverUrl": "server_url", "token": "token", "languages": "languages",
     "debounceMs": "debounce_ms", "cancelSuperseded": "cancel_superseded", "maxTokens": "max_tokens", "timeoutMs": "timeout_ms",
-    "latencyBudgetMs": "latency_budget_ms",
+    "latencyBudgetMs": "latency_budget_ms", "lineBudgetMs": "line_budget_ms",
     "user": "user", "client": "client", "retentionSeconds": "retention_s",
     "eventFlushMs": "event_flush_ms",
     "prefixChars": "prefix_chars", "suffixChars": "suffix_chars", "cacheSize": "cache_size",
@@ -170,6 +179,7 @@ _CHECKS = {
     "server_url": _url, "token": _optional(_text), "languages": _languages,
     "debounce_ms": _int_between(0, 5000), "cancel_superseded": _bool, "max_tokens": _optional(_int_between(1, 4096)),
     "timeout_ms": _int_between(100, 600_000), "latency_budget_ms": _optional(_int_between(100, 600_000)),
+    "line_budget_ms": _optional(_int_between(1, 600_000)),
     "user": _text, "client": _text,
     "retention_s": _seconds, "event_flush_ms": _int_between(0, 60_000),
     "prefix_chars": _int_between(1, 1_000_000), "suffix_chars": _int_between(0, 1_000_000),

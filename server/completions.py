@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
@@ -78,10 +79,14 @@ class CompletionService:
             raise
         finally:
             self._in_flight -= 1
+        if line_budget_fired(params) and result.finish_reason == "stop":
+            result.finish_reason = "length"  # cut by the line budget: the model had more to say
         text = result.text
         if req.postprocess:
             text = postprocess(text, cursor_prefix, prompt.suffix, language=language, stop=params.stop,
                                truncated=result.finish_reason == "length")
+        elif line_budget_fired(params):
+            text = text.rpartition("\n")[0]  # whole lines only: what followed was a start
         self._observe(result, adapter)
         response = CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=adapter or self.engine.model_name,
@@ -162,10 +167,34 @@ def generation_params(req: CompletionRequest, max_tokens: int, template_stops, c
             stops.append("\n")
         else:
             stop_check = partial(block_ended, prefix=cursor_prefix, language=language)
+    if req.line_latency_ms:
+        stop_check = LineBudget(started + req.line_latency_ms / 1000, stop_check)
     return GenerationParams(
         max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=tuple(dict.fromkeys(stops)),
         seed=req.seed, stop_check=stop_check,
         deadline=started + req.max_latency_ms / 1000 if req.max_latency_ms else None)
+
+
+class LineBudget:
+    """A stop_check that ends a multi-line answer with the line that is complete when its
+    deadline has passed (and still asks `inner`, the check it wraps). On a CPU a whole block
+    takes a second or more; its first lines, shown in a few hundred milliseconds, are seen
+    before the user types on. `fired`: it ended the answer (the end is a cut, not the model's)."""
+
+    def __init__(self, deadline: float, inner: Callable[[str], bool] | None = None):
+        self.deadline, self.inner, self.fired = deadline, inner, False
+
+    def __call__(self, generated: str) -> bool:
+        if self.inner is not None and self.inner(generated):
+            return True
+        head, newline, _ = generated.rpartition("\n")
+        if newline and head.strip() and time.monotonic() >= self.deadline:
+            self.fired = True
+        return self.fired
+
+
+def line_budget_fired(params: GenerationParams) -> bool:
+    return isinstance(params.stop_check, LineBudget) and params.stop_check.fired
 
 
 def timings(result: Completion, started: float) -> Timings:

@@ -47,6 +47,11 @@ class CompletionRequest(BaseModel):
         None, ge=1, le=600_000,
         description="stop generating this long after the request arrived and answer with what there is "
                     "(finish_reason 'length'); editors set it for automatic triggers")
+    line_latency_ms: int | None = Field(
+        None, ge=1, le=600_000,
+        description="past this long after the request arrived, a multi-line answer ends with its next "
+                    "complete line (finish_reason 'length'): its first lines soon rather than the whole "
+                    "block late; editors set it for automatic triggers")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]] | Annotated[str, Field(max_length=MAX_STOP_CHARS)] | None = Field(

@@ -18,7 +18,7 @@ from pytest_lsp import ClientServerConfig, client_capabilities
 # retention measured at seconds instead of minutes.
 # No latency budget either: answers must not depend on how fast this machine is (one test sets it).
 FAST = {"debounceMs": 0, "eventFlushMs": 20, "retentionSeconds": [1, 2], "maxTokens": 16, "timeoutMs": 60000,
-        "latencyBudgetMs": None}
+        "latencyBudgetMs": None, "lineBudgetMs": None}
 
 
 def lsp_env(data_dir: Path) -> dict:

@@ -188,6 +188,24 @@ async def test_automatic_triggers_carry_the_latency_budget(server, lsp_data):
     assert hurried["finish_reason"] == "length" and hurried["completion_tokens"] < whole["completion_tokens"]
 
 
+async def test_automatic_triggers_carry_the_line_budget(server, lsp_data):
+    """lineBudgetMs: an automatic trigger's multi-line suggestion ends with the first line the
+    server completed after it (1 ms: the first line); an explicit invocation gets the block,
+    and so does an automatic trigger with the latency budget off (whole suggestions)."""
+    code = "def is_prime(n: int) -> bool:\n    "
+    shown = {}
+    for name, options, automatic in [("auto", {"latencyBudgetMs": 60000}, True), ("invoked", {"latencyBudgetMs": 60000}, False),
+                                     ("whole", {}, True)]:
+        async with lsp_session(server.url, lsp_data / name, {**options, "lineBudgetMs": 1, "maxTokens": 48}) as client:
+            uri = f"file:///work/line-budget/{name}.py"
+            open_doc(client, uri, code)
+            result = await inline(client, uri, 1, 4, automatic=automatic)
+            shown[name] = result.items[0].insert_text if result.items else ""
+    assert shown["auto"].strip() and "\n" not in shown["auto"].strip(), shown
+    assert shown["invoked"] == shown["whole"] and shown["whole"].startswith(shown["auto"]), shown
+    assert "\n" in shown["whole"].strip(), shown
+
+
 async def test_an_invoked_request_is_cut_before_the_editor_gives_up(server, lsp_data):
     """The issue's case: an explicit trigger asked for more than fits in timeoutMs got nothing.
     Now the server stops a second before the timeout (timeoutMs // 2 for short ones) and

@@ -129,6 +129,22 @@ def test_a_latency_budget_answers_with_what_was_generated_in_time(server):
     assert refused.status_code == 422 and "max_latency_ms" in refused.text
 
 
+def test_a_line_budget_ends_a_multi_line_answer_with_its_first_complete_line(server):
+    """line_latency_ms=1 has passed when the first line is complete: the answer is that line,
+    whole, and says it was cut (finish_reason 'length'), where the unhurried answer goes on
+    (raw and post-processed alike); a line budget under 1 ms is refused."""
+    body = {"segments": {"prefix": "def is_prime(n: int) -> bool:\n    ", "suffix": "", "language": "python"}, "max_tokens": 48}
+    for extra in ({}, {"postprocess": False}):
+        whole = complete(server, {**body, **extra}).json()
+        first = complete(server, {**body, **extra, "line_latency_ms": 1}).json()
+        text, full = first["choices"][0]["text"], whole["choices"][0]["text"]
+        assert "\n" in full.strip() and text.strip() and "\n" not in text.strip(), (text, full)
+        assert full.startswith(text) and first["choices"][0]["finish_reason"] == "length"
+        assert first["usage"]["completion_tokens"] < whole["usage"]["completion_tokens"]
+    refused = complete(server, {**body, "line_latency_ms": 0})
+    assert refused.status_code == 422 and "line_latency_ms" in refused.text
+
+
 def test_huge_prefix_is_trimmed_to_the_token_budget(server):
     filler = "".join(f"value_{i} = {i} * 2\n" for i in range(20000))  # ~380 kB, far over the budget
     r = complete(server, {"segments": {"prefix": filler + "def fibonacci(n):\n", "suffix": "x = 1\n" * 5000}, "max_tokens": 8})

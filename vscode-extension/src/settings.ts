@@ -20,6 +20,8 @@ export interface Settings {
   maxTokens: number | null;
   /** Automatic suggestions: the server answers within this with what it has; null: no limit. */
   latencyBudgetMs: number | null;
+  /** Automatic multi-line suggestions end with the line complete this long after the request; null: off. */
+  lineBudgetMs: number | null;
 }
 
 export const DEFAULTS: Readonly<Settings> = Object.freeze({
@@ -32,6 +34,7 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   debounceMs: 150,
   maxTokens: null,
   latencyBudgetMs: 2000,
+  lineBudgetMs: 250,
 });
 
 /** The `client` name the server records with each completion. */
@@ -50,6 +53,7 @@ export function readSettings(get: (key: keyof Settings) => unknown): Settings {
   const debounce = get("debounceMs");
   const maxTokens = get("maxTokens");
   const budget = get("latencyBudgetMs");
+  const lineBudget = get("lineBudgetMs");
   return {
     enable: bool("enable"),
     disabledLanguages: list("disabledLanguages"),
@@ -61,6 +65,7 @@ export function readSettings(get: (key: keyof Settings) => unknown): Settings {
     maxTokens: whole(maxTokens, 1, 4096) ? (maxTokens as number) : null,
     // null or 0 turns the budget off; any other bad value keeps the default.
     latencyBudgetMs: budget === null || budget === 0 ? null : whole(budget, 100, 600000) ? (budget as number) : DEFAULTS.latencyBudgetMs,
+    lineBudgetMs: lineBudget === null || lineBudget === 0 ? null : whole(lineBudget, 1, 600000) ? (lineBudget as number) : DEFAULTS.lineBudgetMs,
   };
 }
 
@@ -77,6 +82,7 @@ export function serverOptions(s: Settings): Record<string, unknown> {
     debounceMs: s.debounceMs,
     maxTokens: s.maxTokens,
     latencyBudgetMs: s.latencyBudgetMs,
+    lineBudgetMs: s.lineBudgetMs,
     client: CLIENT_NAME,
   };
 }
