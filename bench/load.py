@@ -9,7 +9,8 @@ port. The editors (asyncio + httpx, one client and one user pseudonym each, as o
 server per person) type a real file of this repository back one keystroke at a time, 30-150 ms
 apart, with a 2-8 s pause after each Enter (as bench/lsp_typist.py). They behave like
 `codeloop lsp` (lsp/completion.py): a keystroke supersedes the pending request (closing its HTTP
-request, which cancels the generation), requests wait out a 150 ms debounce, give up after 8 s,
+request, which cancels the generation), requests wait out a 150 ms debounce, carry its latency
+and line budgets (2000 and 150 ms: a block ends with the line done after 150 ms), give up after 8 s,
 and typing the shown suggestion's next characters keeps it (no request). When a suggestion is
 shown, at the next keystroke the typist accepts it (Tab) if it is exactly what comes next in the
 file, takes the matching words (partial) if it starts right, else accepts it anyway (15 %),

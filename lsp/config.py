@@ -19,9 +19,6 @@ from typing import Any
 from codeloop.snippets import CONTEXT_CHARS, CONTEXT_SNIPPETS, MAX_SNIPPETS
 
 
-LINE_BUDGET_MS = 250
-
-
 class ConfigError(ValueError):
     pass
 
@@ -56,9 +53,9 @@ class LspConfig:
     # Automatic triggers also ask that, this long after the request, a multi-line suggestion
     # end with the line it has completed (the server's line_latency_ms): on a CPU the first
     # lines of a block come in a few hundred milliseconds, the whole block a second later,
-    # after the user has typed on. Accepting them asks for the next lines. None: off (and
-    # off with latency_budget_ms, whose None means whole suggestions).
-    line_budget_ms: int | None = LINE_BUDGET_MS
+    # after the user has typed on (bench/lsp_typist.py, config e). The next lines come with the
+    # request on the next line. None: off (and off with latency_budget_ms None: whole suggestions).
+    line_budget_ms: int | None = 150
     user: str = dataclasses.field(default_factory=default_user)
 
     client: str = "codeloop-lsp"

@@ -12,7 +12,7 @@ def test_options_apply_and_nest_under_codeloop():
     assert nested.max_tokens == 32 and nested.retention_s == (30.0, 600.0)
     assert LspConfig().with_options(None) == LspConfig()
     assert LspConfig().latency_budget_ms == 2000 and LspConfig().with_options({"latencyBudgetMs": None}).latency_budget_ms is None
-    assert LspConfig().line_budget_ms == 250 and LspConfig().with_options({"lineBudgetMs": None}).line_budget_ms is None
+    assert LspConfig().line_budget_ms == 150 and LspConfig().with_options({"lineBudgetMs": None}).line_budget_ms is None
 
 
 @pytest.mark.parametrize("options, message", [

@@ -34,7 +34,7 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   debounceMs: 150,
   maxTokens: null,
   latencyBudgetMs: 2000,
-  lineBudgetMs: 250,
+  lineBudgetMs: 150,
 });
 
 /** The `client` name the server records with each completion. */

@@ -78,7 +78,7 @@ describe("activation", () => {
     await start({ path: "/opt/cl/bin/codeloop", serverUrl: "http://gpu:8000", debounceMs: 40 });
     expect(client().serverOptions).toEqual({ command: "/opt/cl/bin/codeloop", args: ["lsp"] }); // no "--stdio"
     expect(client().clientOptions.initializationOptions()).toEqual({
-      serverUrl: "http://gpu:8000", token: null, languages: ["*"], debounceMs: 40, maxTokens: null, latencyBudgetMs: 2000, lineBudgetMs: 250, client: "vscode",
+      serverUrl: "http://gpu:8000", token: null, languages: ["*"], debounceMs: 40, maxTokens: null, latencyBudgetMs: 2000, lineBudgetMs: 150, client: "vscode",
     });
   });
 

@@ -20,14 +20,14 @@ describe("readSettings", () => {
     expect([read({ latencyBudgetMs: 0 }), read({ latencyBudgetMs: null }), read({ latencyBudgetMs: 50 }), read({ latencyBudgetMs: 900 })]
       .map((x) => x.latencyBudgetMs)).toEqual([null, null, 2000, 900]);
     expect([read({ lineBudgetMs: 0 }), read({ lineBudgetMs: null }), read({ lineBudgetMs: -5 }), read({ lineBudgetMs: 400 }), read({})]
-      .map((x) => x.lineBudgetMs)).toEqual([null, null, 250, 400, 250]);
+      .map((x) => x.lineBudgetMs)).toEqual([null, null, 150, 400, 150]);
   });
 });
 
 describe("serverOptions", () => {
   it("are the language server's camelCase options, with the client named", () => {
     const s = read({ serverUrl: "http://h:1", token: "abc", languages: ["python"], debounceMs: 75, maxTokens: 48 });
-    expect(serverOptions(s)).toEqual({ serverUrl: "http://h:1", token: "abc", languages: ["python"], debounceMs: 75, maxTokens: 48, latencyBudgetMs: 2000, lineBudgetMs: 250, client: "vscode" });
+    expect(serverOptions(s)).toEqual({ serverUrl: "http://h:1", token: "abc", languages: ["python"], debounceMs: 75, maxTokens: 48, latencyBudgetMs: 2000, lineBudgetMs: 150, client: "vscode" });
   });
 
   it("send a cleared token or max tokens as null (the server keeps options it is not sent)", () => {
