@@ -159,11 +159,13 @@ def train_adapter(model_dir: Path, tokenizer: Any, template: Any, examples: Sequ
     per_epoch = math.ceil(len(items) / config.batch_size)
     total = max(1, min(config.max_steps, math.ceil(config.epochs * per_epoch / config.grad_accum)))
     warmup = min(config.warmup_steps, total // 2)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    clock = _TrainingClock(config.max_minutes * 60)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, clock.budget_used()))
     checkpoint = out_dir / "checkpoint"
-    step = _resume(checkpoint, model, optimizer, schedule, config)
+    step, clock.earlier_s = _resume(checkpoint, model, optimizer, schedule, config)
     resumed_from = step
+    for group, base_lr in zip(optimizer.param_groups, schedule.base_lrs):  # as of now, not as saved
+        group["lr"] = base_lr * lr_factor(step, total, warmup, clock.budget_used())
     stream = _micro_batches(items, config, skip=step * config.grad_accum)
     pad = pad_id(tokenizer)
     log = open(out_dir / "train_log.jsonl", "a")
@@ -193,13 +195,13 @@ def train_adapter(model_dir: Path, tokenizer: Any, template: Any, examples: Sequ
                               "tokens_per_s": round(rate, 1), "elapsed_s": round(time.monotonic() - started, 2)}) + "\n")
         log.flush()
         if step % config.checkpoint_every == 0 and step < total:
-            _save_checkpoint(checkpoint, model, optimizer, schedule, step, config)
-        if config.max_minutes and time.monotonic() - started > config.max_minutes * 60 and step < total:
+            _save_checkpoint(checkpoint, model, optimizer, schedule, step, config, clock.seconds())
+        if clock.budget_used() >= 1.0 and step < total:
             stopped_by = "time_budget"
             break
     bar.close()
     log.close()
-    _save_checkpoint(checkpoint, model, optimizer, schedule, step, config)
+    _save_checkpoint(checkpoint, model, optimizer, schedule, step, config, clock.seconds())
     adapter_dir = out_dir / "adapter"
     model.save_pretrained(str(adapter_dir))
     seconds = time.monotonic() - started
@@ -207,6 +209,29 @@ def train_adapter(model_dir: Path, tokenizer: Any, template: Any, examples: Sequ
                        round(loss_value, 5), stopped_by, "nf4" if use_nf4(config) else "none",
                        "bf16" if compute_dtype(config) == torch.bfloat16 else "fp32", str(device),
                        round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), resumed_from)
+
+
+def lr_factor(step: int, total: int, warmup: int, budget_used: float = 0.0) -> float:
+    """The learning rate's multiplier at `step`: linear warm-up, then a linear decay that
+    reaches 0 at `total` steps or when the time budget is spent (`budget_used`: the fraction
+    gone; 0 without a budget), whichever comes first. A run stopped by its budget has then
+    annealed, instead of stopping at a high rate with steps it never took still planned."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, min((total - step) / max(1, total - warmup), 1.0 - budget_used))
+
+
+class _TrainingClock:
+    """Training time across tries (a resumed run carries on from the checkpoint's)."""
+
+    def __init__(self, budget_s: float):
+        self.budget_s, self.earlier_s, self.started = budget_s, 0.0, time.monotonic()
+
+    def seconds(self) -> float:
+        return self.earlier_s + time.monotonic() - self.started
+
+    def budget_used(self) -> float:
+        return self.seconds() / self.budget_s if self.budget_s else 0.0
 
 
 def _micro_batches(items: list[Encoded], config: TrainConfig, skip: int) -> Iterator[list[Encoded]]:
@@ -229,13 +254,14 @@ def _optimizer(params: list, config: TrainConfig, device: torch.device) -> torch
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _save_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any, step: int, config: TrainConfig) -> None:
+def _save_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any, step: int, config: TrainConfig,
+                     seconds: float) -> None:
     """Written beside, then renamed: a crash mid-save leaves the previous checkpoint whole."""
     from peft import get_peft_model_state_dict
 
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "config": _resumable(config), "lora": get_peft_model_state_dict(model),
+    torch.save({"step": step, "seconds": seconds, "config": _resumable(config), "lora": get_peft_model_state_dict(model),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}, tmp / "state.pt")
     old = folder.with_name(folder.name + ".old")
@@ -248,25 +274,26 @@ def _save_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any, st
         old.rmdir()
 
 
-def _resume(folder: Path, model: Any, optimizer: Any, schedule: Any, config: TrainConfig) -> int:
-    """The step to continue from: 0 without a checkpoint made with the same configuration."""
+def _resume(folder: Path, model: Any, optimizer: Any, schedule: Any, config: TrainConfig) -> tuple[int, float]:
+    """The step to continue from and the training seconds spent before it: (0, 0) without a
+    checkpoint made with the same configuration."""
     state_file = folder / "state.pt"
     if not state_file.is_file():
-        return 0
+        return 0, 0.0
     from peft import set_peft_model_state_dict
 
     # weights_only: tensors and plain data, never code, even from a run folder someone else wrote.
     state = torch.load(state_file, weights_only=True)
     if state["config"] != _resumable(config):
         print("trainer: checkpoint was made with other settings; starting over", file=sys.stderr)
-        return 0
+        return 0, 0.0
     set_peft_model_state_dict(model, state["lora"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     print(f"trainer: resuming from step {state['step']}", file=sys.stderr)
-    return int(state["step"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
 
 
 def _resumable(config: TrainConfig) -> dict:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from trainer.config import DataConfig, TrainConfig
 from trainer.examples import Example
 from trainer.prompts import training_template
-from trainer.train import train_adapter
+from trainer.train import lr_factor, train_adapter
 
 
 def _examples(n: int = 16) -> list[Example]:
@@ -141,3 +141,23 @@ def test_a_checkpoint_that_would_run_code_is_refused_not_loaded(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         _resume(folder, None, None, None, TrainConfig())
     assert not marker.exists()
+
+
+def test_the_learning_rate_anneals_within_the_time_budget():
+    """Decay reaches 0 at the planned steps or when the time budget is spent, whichever first:
+    a run stopped by its budget ends at a rate of 0, not halfway down its planned decay."""
+    assert [lr_factor(s, 100, 10) for s in (0, 9)] == [1 / 11, 10 / 11]  # warm-up
+    assert lr_factor(10, 100, 10) == 1.0 and lr_factor(55, 100, 10) == 0.5 and lr_factor(100, 100, 10) == 0.0
+    assert lr_factor(20, 1000, 10, budget_used=0.75) == 0.25  # the clock is further along than the steps
+    assert lr_factor(900, 1000, 10, budget_used=0.5) == pytest.approx(0.1010, abs=1e-4)  # the steps are
+    assert lr_factor(20, 1000, 10, budget_used=1.3) == 0.0
+
+
+def test_a_run_stopped_by_its_time_budget_ends_at_a_learning_rate_of_zero(tiny_model, tmp_path):
+    tok, template = _setup(tiny_model)
+    config = TrainConfig(max_steps=10_000, epochs=10_000, lr=5e-3, batch_size=2, warmup_steps=1, rank=4, alpha=8, max_minutes=0.05)
+    result = train_adapter(tiny_model, tok, template, _examples(), config, DataConfig(max_seq_tokens=64), tmp_path, progress=False)
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert result.stopped_by == "time_budget" and 3 <= result.steps < 10_000
+    assert rates[-1] == 0.0 and max(rates) > 1e-3
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(rates[1:], rates[2:]))  # down after warm-up
