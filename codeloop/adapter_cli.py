@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
 import click
 
-from codeloop.http_api import delete_json, get_json, post_json
+from codeloop.http_api import delete_json, post_json, require_json
 
 COLUMNS = ("name", "live", "rank", "template", "size", "registered")
 
@@ -27,10 +26,7 @@ def register(cli: click.Group, load_settings) -> None:
     def adapter_list(as_json, server):
         """The registered adapters and which one is live."""
         settings = load_settings()
-        data = get_json(settings, server, "/v1/adapters")
-        if data is None:
-            click.echo(f"codeloop: {settings.server(server).unreachable()}", err=True)
-            sys.exit(2)
+        data = require_json(settings, server, "/v1/adapters")
         if as_json:
             click.echo(json.dumps(data, indent=2))
             return

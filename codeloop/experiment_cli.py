@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from codeloop.http_api import get_json, post_json
+from codeloop.http_api import post_json, require_json
 from codeloop.telemetry_cli import SERVER_OPTION_HELP, format_table
 
 
@@ -42,10 +41,7 @@ def register(cli: click.Group, load_settings) -> None:
     def experiment_report(experiment_id, server):
         """Per-arm counts, rates with 95 % Wilson intervals, z-test and sequential decision."""
         settings = load_settings()
-        data = get_json(settings, server, f"/v1/experiments/{experiment_id}")
-        if data is None:
-            click.echo(f"codeloop: {settings.server(server).unreachable()}", err=True)
-            sys.exit(2)
+        data = require_json(settings, server, f"/v1/experiments/{experiment_id}")
         click.echo(format_report(data))
 
     @experiment.command("stop")

@@ -2,6 +2,7 @@
 errors (codeloop/api_client.py) turned into one message and an exit code.
 
     data = get_json(settings, server, "/v1/logs", limit=10)   # None when no server answers
+    data = require_json(settings, server, "/v1/adapters")     # exits 2 when none answers
     post_json(settings, server, "/v1/experiments", body)      # exits 2 when none answers
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import click
 from codeloop.api_client import ApiClient, ApiError
 from codeloop.settings import Settings
 
-__all__ = ["client", "delete_json", "exit_for", "get_json", "post_json"]
+__all__ = ["client", "delete_json", "exit_for", "get_json", "post_json", "require_json"]
 
 
 def client(settings: Settings, url: str) -> ApiClient:
@@ -32,6 +33,11 @@ def get_json(settings: Settings, server: str | None, path: str, **params: Any) -
             if exc.unreachable:
                 return None
             exit_for(exc)
+
+
+def require_json(settings: Settings, server: str | None, path: str, **params: Any) -> Any:
+    """JSON from the running server; exits 2, saying where it looked, when none answers."""
+    return _send(settings, server, lambda api: api.get(path, **params))
 
 
 def post_json(settings: Settings, server: str | None, path: str, body: dict | None = None) -> Any:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import click
 
-from codeloop.http_api import client, exit_for, get_json, post_json
+from codeloop.http_api import client, delete_json, exit_for, post_json, require_json
 from codeloop.settings import Settings
 from codeloop.telemetry_cli import SERVER_OPTION_HELP, format_table
 
@@ -79,7 +79,7 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
     def review_list(as_json, server):
         """The server's reviews, newest first."""
         settings = load()
-        data = _get(settings, server, "/v1/reviews")
+        data = require_json(settings, server, "/v1/reviews")
         if as_json:
             click.echo(json.dumps(data, indent=2))
             return
@@ -96,7 +96,7 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
     def review_report(review_id, as_json, server):
         """Wins, losses and ties per adapter, the win rate with its 95 % interval, a sign test,
         agreement between reviewers, and the automatic scores beside the votes."""
-        data = _get(load(), server, f"/v1/reviews/{review_id}")
+        data = require_json(load(), server, f"/v1/reviews/{review_id}")
         click.echo(json.dumps(data, indent=2) if as_json else format_report(data))
 
     @review.command("close")
@@ -106,6 +106,15 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
         """Stop taking votes (a trainer waiting on the review decides with what it has)."""
         data = post_json(load(), server, f"/v1/reviews/{review_id}/close")
         click.echo(f"closed {data['id']}: {data['voted_tasks']} of {data['shown']} tasks voted")
+
+
+    @review.command("delete")
+    @click.argument("review_id")
+    @server_option
+    def review_delete(review_id, server):
+        """Delete a review with its tasks (the repository code and both answers) and its votes."""
+        data = delete_json(load(), server, f"/v1/reviews/{review_id}")
+        click.echo(f"deleted {data['id']}: {data['tasks']} tasks, {data['votes']} votes")
 
 
 def format_report(rep: dict) -> str:
@@ -141,13 +150,6 @@ _VERDICTS = {
     "no_difference": "no significant difference",
     "too_few_votes": "too few decided tasks to judge yet (10 needed)",
 }
-
-
-def _get(settings: Settings, server: str | None, path: str):
-    data = get_json(settings, server, path)
-    if data is None:
-        _fail(settings.server(server).unreachable())
-    return data
 
 
 def _fail(message: str) -> None:

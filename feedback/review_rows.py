@@ -161,6 +161,14 @@ def vote_counts(cursor: duckdb.DuckDBPyConnection, review_id: str) -> dict[int, 
     return counts
 
 
+def delete_review(con: duckdb.DuckDBPyConnection, review_id: str) -> bool:
+    """Delete the review, its tasks (repository code and both answers) and its votes; in the
+    caller's transaction. False when there was no such review."""
+    con.execute("DELETE FROM review_votes WHERE review_id = ?", [review_id])
+    con.execute("DELETE FROM review_tasks WHERE review_id = ?", [review_id])
+    return int(con.execute("DELETE FROM reviews WHERE id = ?", [review_id]).fetchone()[0]) > 0
+
+
 def drop_reviewer(con: duckdb.DuckDBPyConnection, reviewer: str) -> int:
     """Delete every vote `reviewer` cast (codeloop forget); how many."""
     return int(con.execute("DELETE FROM review_votes WHERE reviewer = ?", [reviewer]).fetchone()[0])

@@ -100,6 +100,11 @@ def _inline(text: str) -> str:
     return text.replace("</", "<\\/")
 
 
+def page_css(name: str) -> str:
+    """The shared base.css, then the page's own stylesheet, ready to inline."""
+    return _inline(_static("base.css") + "\n" + _static(name))
+
+
 def _row(a) -> str:
     created = datetime.fromtimestamp(a.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M") if a.created_at else ""
     return (
@@ -111,12 +116,12 @@ def _row(a) -> str:
 def render_home(model: str, engine: str, adapters: AdapterList | None) -> str:
     """`adapters` None: auth is on, so the page carries no data; its script asks for a token."""
     if adapters is None:
-        return PAGE.format(css=_inline(_static("dashboard.css")), js=_inline(_static("dashboard.js")), model=escape(model),
+        return PAGE.format(css=page_css("dashboard.css"), js=_inline(_static("dashboard.js")), model=escape(model),
                            engine=escape(engine), live="&hellip;", refresh=REFRESH_S,
                            rows='<tr><td colspan="6">Give an API token above to see the adapters.</td></tr>')
     rows = "".join(_row(a) for a in sorted(adapters.adapters, key=lambda a: -a.created_at))
     return PAGE.format(
-        css=_inline(_static("dashboard.css")),
+        css=page_css("dashboard.css"),
         js=_inline(_static("dashboard.js")),
         model=escape(model),
         engine=escape(engine),

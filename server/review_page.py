@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from html import escape
 
-from server.dashboard import _inline, _static
+from server.dashboard import _inline, _static, page_css
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -87,9 +87,9 @@ NOT_FOUND = """<!doctype html>
 def render_review(review_id: str, auth: bool) -> str:
     """The page for one review. `auth`: whether the API needs a token (the page then asks for
     one instead of a reviewer name: the server takes the reviewer from the token)."""
-    return PAGE.format(css=_inline(_static("review.css")), js=_inline(_static("review.js")),
+    return PAGE.format(css=page_css("review.css"), js=_inline(_static("review.js")),
                        rid=escape(review_id), auth="on" if auth else "off")
 
 
 def render_not_found(review_id: str) -> str:
-    return NOT_FOUND.format(css=_inline(_static("review.css")), rid=escape(review_id))
+    return NOT_FOUND.format(css=page_css("review.css"), rid=escape(review_id))

@@ -76,6 +76,19 @@ class ReviewService:
         await self._write(run)
         return await self.summary(review_id)
 
+    async def delete(self, review_id: str) -> dict:
+        """Delete the review with its tasks and votes: the repository code it holds goes too."""
+        def run(con: duckdb.DuckDBPyConnection) -> dict:
+            summary = review_rows.summaries(con, review_id)
+            if not summary:
+                raise _unknown(review_id)
+            review_rows.delete_review(con, review_id)
+            return _summary(summary[0])
+
+        deleted = await self._write(run)
+        self._scores.pop(review_id, None)
+        return {**deleted, "deleted": True}
+
     async def report(self, review_id: str) -> dict:
         counts = await self._counts(review_id)
 

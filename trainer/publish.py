@@ -167,11 +167,18 @@ def publish(api: ApiClient, name: str, folder: Path, live: str | None, results: 
     return Decision("registered", f"registered only (action 'none'); {result.reason}", gate=verdict)
 
 
+class ReviewDeleted(Exception):
+    """The blind review was deleted (DELETE /v1/reviews/ID) before it decided."""
+
+
 def _after_review(api: ApiClient, name: str, control: str, review: Callable[[str], dict[str, Any]] | None,
                   verdict: dict) -> Decision:
     if review is None:
         raise ValueError("action 'review' needs a server and held-out lines to review")
-    rep = review(control)
+    try:
+        rep = review(control)
+    except ReviewDeleted as exc:
+        return Decision("registered", f"not promoted: {exc}; it stays registered", gate=verdict)
     seen = (f"blind review {rep['id']} ({rep['voted_tasks']} of {rep['shown']} tasks voted, "
             f"{rep['arms']['b']['wins']} wins for {name}, {rep['arms']['a']['wins']} for {control}, {rep['ties']} ties"
             + (f", sign test p = {rep['sign_test_p']:.3g}" if rep.get("sign_test_p") is not None else "") + ")")

@@ -13,8 +13,9 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from codeloop.api_client import ApiClient
+from codeloop.api_client import ApiClient, ApiError
 from trainer.heldout import HeldOutLine
+from trainer.publish import ReviewDeleted
 from trainer.repo_eval import ask
 
 # What the page shows as "what the author wrote": the line and a few after it, enough to
@@ -74,7 +75,12 @@ def wait_for_verdict(api: ApiClient, review_id: str, *, wait_s: float, poll_s: f
     deadline = time.monotonic() + wait_s
     said = None
     while True:
-        rep = api.get(f"/v1/reviews/{review_id}")
+        try:
+            rep = api.get(f"/v1/reviews/{review_id}")
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ReviewDeleted(f"blind review {review_id} was deleted before it decided") from None
+            raise
         progress = f"{rep['voted_tasks']} of {rep['shown']} tasks voted, verdict {rep['verdict']}"
         if progress != said:
             echo(f"review {review_id}: {progress}")

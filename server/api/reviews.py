@@ -71,6 +71,14 @@ async def close_review(request: Request, review_id: str = ReviewId):
     return await _service(request).close(review_id)
 
 
+@router.delete("/v1/reviews/{review_id}", dependencies=ADMIN,
+               responses=refusals(ADMIN_RESPONSES, WRITE_REFUSALS, TELEMETRY_OFF, UNKNOWN, UNAVAILABLE))
+async def delete_review(request: Request, review_id: str = ReviewId):
+    """Delete the review, its tasks (the repository code and both adapters' answers) and its
+    votes; answers the summary it had, with `deleted: true`."""
+    return await _service(request).delete(review_id)
+
+
 @router.get("/v1/reviews/{review_id}/next", responses=refusals(TELEMETRY_OFF, UNKNOWN, UNAVAILABLE))
 async def next_task(request: Request, review_id: str = ReviewId,
                     reviewer: str | None = Query(None, max_length=200, description="auth off: who asks (required)")):

@@ -1,6 +1,6 @@
 """Blind review over HTTP, on real server processes and their real DuckDB files: create, the
 reviewer's next task (which must never say which adapter wrote which), votes, close, report,
-forget; with auth off (the session's server) and on, and across a restart."""
+delete, forget; with auth off (the session's server) and on, and across a restart."""
 from __future__ import annotations
 
 import json
@@ -201,6 +201,20 @@ def test_unknown_reviews_are_404(server):
         assert r.status_code == 404, r.text
 
 
+def test_delete_removes_the_review_with_its_tasks_and_votes(server):
+    kept, rid = create(server, make_tasks(2))["id"], create(server, make_tasks(3))["id"]
+    assert vote(server, rid, 1, "left", "erin").status_code == 201
+    gone = httpx.delete(f"{server.url}/v1/reviews/{rid}", timeout=60)
+    assert gone.status_code == 200, gone.text
+    assert (gone.json()["deleted"], gone.json()["id"], gone.json()["tasks"], gone.json()["votes"]) == (True, rid, 3, 1)
+    listed = [r["id"] for r in httpx.get(server.url + "/v1/reviews").json()["reviews"]]
+    assert rid not in listed and kept in listed
+    for r in (httpx.get(f"{server.url}/v1/reviews/{rid}"), next_task(server, rid, "erin"), vote(server, rid, 2, "left", "erin"),
+              httpx.delete(f"{server.url}/v1/reviews/{rid}")):
+        assert r.status_code == 404 and rid in r.json()["error"], r.text
+    assert report(server, kept)["tasks"] == 2
+
+
 def test_forget_removes_the_reviewers_votes(server):
     rid = create(server, make_tasks(3))["id"]
     who = f"reviewer-{uuid.uuid4().hex[:6]}"
@@ -243,6 +257,7 @@ def test_votes_survive_a_restart_and_auth_decides_who_votes(model_dir, tmp_path)
         assert httpx.get(server.url + "/v1/reviews/" + rid).status_code == 401
         for r in (httpx.get(server.url + "/v1/reviews/" + rid, headers=user), httpx.get(server.url + "/v1/reviews", headers=user),
                   httpx.post(server.url + f"/v1/reviews/{rid}/close", headers=user),
+                  httpx.delete(server.url + f"/v1/reviews/{rid}", headers=user),
                   httpx.post(server.url + "/v1/reviews", json={"a": "x", "b": "y", "tasks": tasks}, headers=user)):
             assert r.status_code == 403, r.text
         # The token's user votes, whatever reviewer the request names: r1 has voted on everything.
@@ -253,6 +268,8 @@ def test_votes_survive_a_restart_and_auth_decides_who_votes(model_dir, tmp_path)
         assert sum(report(server, rid, headers=admin)["vote_counts"].values()) == 5
         gone = httpx.delete(server.url + "/v1/users/carol", headers=admin, timeout=120)
         assert gone.status_code == 200 and gone.json()["review_votes"] == 1
+        other = create(server, make_tasks(2), headers=admin)["id"]  # deleted by the admin: gone from the file below
+        assert httpx.delete(server.url + f"/v1/reviews/{other}", headers=admin, timeout=60).status_code == 200
     finally:
         server.stop()
     # `codeloop forget` with no server running: in the file itself.
@@ -263,4 +280,5 @@ def test_votes_survive_a_restart_and_auth_decides_who_votes(model_dir, tmp_path)
     con = duckdb.connect(str(server.data_dir / "telemetry.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM review_votes").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM review_tasks").fetchall() == [(4,)]  # the review stays
+    assert con.execute("SELECT id FROM reviews").fetchall() == [(rid,)]  # the deleted one left nothing
     con.close()

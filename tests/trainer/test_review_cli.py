@@ -1,4 +1,4 @@
-"""Blind review from the command line and from the trainer: `codeloop review create|list|report|close`
+"""Blind review from the command line and from the trainer: `codeloop review create|list|report|close|delete`
 against the real shared server on a repository built here, and `--publish review` deciding by
 the reviewers' verdict."""
 from __future__ import annotations
@@ -81,6 +81,11 @@ def test_review_create_report_list_close(server, repo, probe):  # noqa: F811
     closed = codeloop(server, "review", "close", review_id, "--server", server.url)
     assert closed.returncode == 0 and f"closed {review_id}" in closed.stdout
     assert httpx.get(f"{server.url}/v1/reviews/{review_id}", timeout=30).json()["status"] == "closed"
+    deleted = codeloop(server, "review", "delete", review_id, "--server", server.url)
+    assert deleted.returncode == 0 and f"deleted {review_id}: 5 tasks, {len(shown)} votes" in deleted.stdout, deleted.stderr
+    assert httpx.get(f"{server.url}/v1/reviews/{review_id}", timeout=30).status_code == 404
+    again = codeloop(server, "review", "delete", review_id, "--server", server.url)
+    assert again.returncode == 2 and review_id in again.stderr
 
 
 def test_review_errors_are_clear(server, repo, probe, tmp_path):  # noqa: F811
@@ -109,7 +114,7 @@ def _synthetic_review(url: str, a: str, b: str, n: int) -> str:
 
 def test_publish_review_promotes_only_on_the_reviewers_verdict(server, probe, tmp_path):
     """The trainer's `review` action: promoted when the reviewers found the candidate better,
-    left registered when the review was closed undecided."""
+    left registered when the review was closed undecided or deleted."""
     config = PublishConfig(action="review")
     results = {"base": {}, "candidate": {}}  # no held-out lines: the gate cannot pass, the review decides
     folder = tmp_path / "candidate"
@@ -122,6 +127,12 @@ def test_publish_review_promotes_only_on_the_reviewers_verdict(server, probe, tm
                            review=lambda control: wait_for_verdict(api, undecided, wait_s=5, poll_s=0.2, echo=lambda _: None))
         assert decision.action == "registered" and "too few decided tasks" in decision.reason
         assert api.adapters()["live"] in (None, "base")
+
+        gone = _synthetic_review(server.url, "base", probe, 12)  # deleted while the trainer waits on it
+        httpx.delete(f"{server.url}/v1/reviews/{gone}", timeout=30).raise_for_status()
+        decision = publish(api, probe, folder, None, results, config, registered=True,
+                           review=lambda control: wait_for_verdict(api, gone, wait_s=5, poll_s=0.2, echo=lambda _: None))
+        assert decision.action == "registered" and f"{gone} was deleted" in decision.reason
 
         better = _synthetic_review(server.url, "base", probe, 12)
         for reviewer in ("sam", "kim"):
