@@ -205,3 +205,13 @@ async def churn_adapter(client: httpx.AsyncClient, name: str, folder: Path, *, s
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def send_json(handler, status: int, answer) -> None:
+    """Answer an http.server request with `answer` as JSON (the stand-in servers of the tests)."""
+    data = json.dumps(answer).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

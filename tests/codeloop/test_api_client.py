@@ -3,7 +3,6 @@ refusal carries the status and the server's own reason, an unreachable server sa
 telemetry export comes from the server, else (none answers) from its file, never after a refusal."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,7 @@ import pytest
 
 from codeloop.api_client import ApiClient, ApiError, NoTelemetry, export_telemetry
 from feedback.writer import TelemetryWriter
-from tests.conftest import free_port
+from tests.conftest import free_port, send_json
 from tests.feedback.test_copies import USER, record
 
 
@@ -80,12 +79,7 @@ def test_export_telemetry_reads_the_file_when_no_server_answers(tmp_path):
 def test_export_telemetry_gives_a_refusal_and_reads_no_file(tmp_path):
     class Refuses(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = json.dumps({"error": "an admin token is needed"}).encode()
-            self.send_response(403)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, 403, {"error": "an admin token is needed"})
 
         def log_message(self, *args):
             pass

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from lsp.client import ServerClient
 from server.schemas import CompletionRequest
+from tests.conftest import send_json
 
 BODY = {"segments": {"prefix": "def f(n):\n    ", "suffix": ""}, "max_tokens": 16, "line_latency_ms": 250}
 
@@ -28,12 +29,7 @@ class OlderServer(BaseHTTPRequestHandler):
             status, answer = 422, {"error": "line_latency_ms: Extra inputs are not permitted"}
         else:
             status, answer = 200, {"id": "cmpl-1", "choices": [{"text": "return n", "finish_reason": "stop"}]}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, answer)
 
     def log_message(self, *args):
         pass

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 from lsprotocol import types
 
+from tests.conftest import send_json
 from tests.lsp.conftest import inline, lsp_session, open_doc, stats, wait_for_outcome
 
 INVENTORY = '''class StockKeeper:
@@ -78,12 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = 200, {"status": "ok", "max_tokens_limit": 512}
         if self.path == "/v1/completions":
             self.server.completions.append((body, status, answer))
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, answer)
 
     def log_message(self, *args) -> None:
         pass
