@@ -92,7 +92,7 @@ class ServerClient:
                 self.busy_answers += 1
                 log.info("server busy (HTTP 429: %s); no suggestions for %.1f s", _error_text(resp), self.busy_until - time.monotonic())
                 return None
-            if resp.status_code == 422 and "line_latency_ms" in body and "line_latency_ms" in _error_text(resp):
+            if resp.status_code == 422 and "line_latency_ms" in body and _unknown_field(resp, "line_latency_ms"):
                 log.info("the server does not know line_latency_ms (an older codeloop): asking without it")
                 self.line_budget_known = False
                 return await self.complete(body)
@@ -160,6 +160,11 @@ class ServerClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _unknown_field(resp: httpx.Response, name: str) -> bool:
+    """A 422 saying the request had a field `name` that this server does not know."""
+    return any(name in part and "Extra inputs are not permitted" in part for part in _error_text(resp).split(";"))
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -21,12 +21,13 @@ BODY = {"segments": {"prefix": "def f(n):\n    ", "suffix": ""}, "max_tokens": 1
 
 class OlderServer(BaseHTTPRequestHandler):
     bodies: list[dict] = []
+    refusal = "line_latency_ms: Extra inputs are not permitted"
 
     def do_POST(self):  # noqa: N802 (http.server's name)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         OlderServer.bodies.append(body)
         if "line_latency_ms" in body:
-            status, answer = 422, {"error": "line_latency_ms: Extra inputs are not permitted"}
+            status, answer = 422, {"error": OlderServer.refusal}
         else:
             status, answer = 200, {"id": "cmpl-1", "choices": [{"text": "return n", "finish_reason": "stop"}]}
         send_json(self, status, answer)
@@ -37,7 +38,7 @@ class OlderServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def older_server():
-    OlderServer.bodies = []
+    OlderServer.bodies, OlderServer.refusal = [], "line_latency_ms: Extra inputs are not permitted"
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), OlderServer)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -62,3 +63,15 @@ async def test_an_older_server_gets_requests_without_the_line_budget(older_serve
     # Asked once with the field; never again after the refusal; the user is not told of it.
     assert ["line_latency_ms" in b for b in OlderServer.bodies] == [True, False, False]
     assert problems == []
+
+
+async def test_a_bad_value_is_not_taken_for_an_older_server(older_server):
+    """A 422 about the field's value (not about an unknown field) keeps it in later requests."""
+    OlderServer.refusal = "line_latency_ms: Input should be greater than or equal to 1"
+    client = ServerClient(older_server, None, 5.0)
+    try:
+        assert await client.complete(dict(BODY)) is None
+        await client.complete(dict(BODY))
+    finally:
+        await client.aclose()
+    assert ["line_latency_ms" in b for b in OlderServer.bodies] == [True, True]
