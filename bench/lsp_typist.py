@@ -571,7 +571,8 @@ def main() -> None:
     parser.add_argument("--drain-s", type=float, default=None, help="wait for pending answers after typing (default: timeout + 15 s)")
     parser.add_argument("--configs", default="ab", type=_configs,
                         help="configurations to run, in this order: a (defaults), b (no debounce, no cancel), "
-                             "c (debounce and cancelSuperseded, but an editor that never sends $/cancelRequest)")
+                             "c (debounce and cancelSuperseded, but an editor that never sends $/cancelRequest), "
+                             "d (no latency or line budget), e (no line budget)")
     parser.add_argument("--line-budget-ms", type=int, default=None,
                         help="the LSP's lineBudgetMs in configurations that keep it (default: the LSP's)")
     parser.add_argument("--rounds", type=int, default=1, help="run the configurations this many times, alternating their order")
