@@ -152,7 +152,8 @@ def test_with_auth_on_every_v1_route_refuses_a_missing_or_wrong_token_with_401(s
 ADMIN_ROUTES = {("POST", "/v1/adapters"), ("POST", "/v1/adapters/{name}/promote"), ("DELETE", "/v1/adapters/{name}"),
                 ("POST", "/v1/experiments"), ("POST", "/v1/experiments/{exp_id}/stop"), ("GET", "/v1/feedback/export"),
                 ("GET", "/v1/logs"), ("DELETE", "/v1/users/{user}"), ("POST", "/v1/reviews"), ("GET", "/v1/reviews"),
-                ("GET", "/v1/reviews/{review_id}"), ("POST", "/v1/reviews/{review_id}/close")}
+                ("GET", "/v1/reviews/{review_id}"), ("POST", "/v1/reviews/{review_id}/close"),
+                ("DELETE", "/v1/reviews/{review_id}")}
 
 
 def test_with_auth_on_a_user_token_gets_403_on_admin_routes_only(server, tokens):
