@@ -107,7 +107,6 @@ def register(cli: click.Group, load: Callable[..., Settings]) -> None:
         data = post_json(load(), server, f"/v1/reviews/{review_id}/close")
         click.echo(f"closed {data['id']}: {data['voted_tasks']} of {data['shown']} tasks voted")
 
-
     @review.command("delete")
     @click.argument("review_id")
     @server_option

@@ -161,12 +161,12 @@ def vote_counts(cursor: duckdb.DuckDBPyConnection, review_id: str) -> dict[int, 
     return counts
 
 
-def delete_review(con: duckdb.DuckDBPyConnection, review_id: str) -> bool:
+def delete_review(con: duckdb.DuckDBPyConnection, review_id: str) -> None:
     """Delete the review, its tasks (repository code and both answers) and its votes; in the
-    caller's transaction. False when there was no such review."""
+    caller's transaction."""
     con.execute("DELETE FROM review_votes WHERE review_id = ?", [review_id])
     con.execute("DELETE FROM review_tasks WHERE review_id = ?", [review_id])
-    return int(con.execute("DELETE FROM reviews WHERE id = ?", [review_id]).fetchone()[0]) > 0
+    con.execute("DELETE FROM reviews WHERE id = ?", [review_id])
 
 
 def drop_reviewer(con: duckdb.DuckDBPyConnection, reviewer: str) -> int:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from server.engines.vllm_remote import MAX_CHARS_PER_TOKEN
-from tests.conftest import start_server
+from tests.conftest import send_json, start_server
 
 BODY = {"segments": {"prefix": "def fibonacci(n):\n", "suffix": "", "language": "python"}, "max_tokens": 8,
         "postprocess": False}
@@ -29,12 +29,7 @@ class FaultyReplica(BaseHTTPRequestHandler):
         pass
 
     def _json(self, data, status: int = 200) -> None:
-        body = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, data)
 
     def do_GET(self) -> None:
         models = [{"id": "base", "object": "model", "root": "base", "parent": None}]
