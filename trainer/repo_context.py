@@ -46,7 +46,7 @@ class ParentContext:
         cursor, shows) and of the other files of the commit, at the parent commit."""
         others = [p for p in self.changed if p != path]
         files = list(dict.fromkeys([*imported_paths(path, imports_from, self.known_paths()), *others]))[:MAX_FILES]
-        return [w for p in files for w in self._file_windows(p)]
+        return [w for p in files for w in self.file_windows(p)]
 
     def snippets(self, path: str, imports_from: str, prefix: str, *, budget_chars: int = CONTEXT_CHARS,
                  max_snippets: int = CONTEXT_SNIPPETS) -> list[Snippet]:
@@ -55,7 +55,8 @@ class ParentContext:
             return []
         return rank(prefix, self.windows_for(path, imports_from), budget_chars=budget_chars, max_snippets=max_snippets)
 
-    def _file_windows(self, path: str) -> list[Window]:
+    def file_windows(self, path: str) -> list[Window]:
+        """`path` at the parent commit in windows (none for a file too big, binary or not UTF-8)."""
         if path not in self._windows:
             data = self.blobs.read(f"{self.sha}^:{path}")
             text = None
