@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import os
 import random
 import re
@@ -65,10 +64,8 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -78,6 +75,8 @@ from pytest_lsp import ClientServerConfig, client_capabilities  # noqa: E402
 
 from lsp.config import LspConfig  # noqa: E402
 from tests.conftest import start_server  # noqa: E402  (reuses the test harness)
+from bench.server_metrics import barrier, cpu_seconds, health, log_rows, scrape, total  # noqa: E402
+from bench.typist_figures import Combined, ModeResult, Stroke, figures, ratio, show  # noqa: E402
 
 INLINE = types.TEXT_DOCUMENT_INLINE_COMPLETION
 LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".go": "go", ".rs": "rust", ".java": "java",
@@ -147,141 +146,7 @@ def position_of(text: str, offset: int) -> types.Position:
     return types.Position(text.count("\n", 0, offset), utf16_len(text[line_start:offset]))
 
 
-# --- server-side figures -------------------------------------------------------------------
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
-
-
-def scrape(url: str) -> dict[tuple[str, str], float]:
-    text = httpx.get(url + "/metrics", timeout=30).text
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#") and (m := _SAMPLE.match(line)):
-            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
-    return out
-
-
-def total(sample: dict, name: str, **labels: str) -> float:
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(v for (n, lab), v in sample.items() if n == name and all(w in lab for w in want))
-
-
-def health(url: str) -> dict:
-    return httpx.get(url + "/healthz", timeout=30).json()
-
-
-def barrier(url: str, limit_s: float) -> dict | None:
-    """A one-token completion through the engine's queue: when it returns, every generation
-    queued before it has ended and been recorded (the engine runs one job at a time, in order).
-    Returns what it adds to /metrics, to be subtracted; None when `limit_s` ran out."""
-    deadline = time.monotonic() + limit_s
-    body = {"segments": {"prefix": "def f():\n    return", "suffix": ""}, "max_tokens": 1, "postprocess": False,
-            "user": "typist-barrier"}
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.post(url + "/v1/completions", json=body, timeout=max(1.0, deadline - time.monotonic()))
-        except httpx.TimeoutException:
-            return None
-        if r.status_code == 200:
-            data = r.json()
-            reason = data["choices"][0]["finish_reason"]
-            return {
-                ("codeloop_completions_total", f'{{adapter="base",finish_reason="{reason}"}}'): 1.0,
-                ("codeloop_completion_tokens_total", '{adapter="base"}'): float(data["usage"]["completion_tokens"]),
-                ("codeloop_http_requests_total", '{route="/v1/completions",status="200"}'): 1.0,
-                ("codeloop_engine_seconds_sum", '{adapter="base"}'): data["timings"]["engine_ms"] / 1000,
-                ("codeloop_engine_seconds_count", '{adapter="base"}'): 1.0,
-            }
-        if r.status_code != 429:  # 429: the queue is full (of abandoned jobs, often); try again
-            r.raise_for_status()
-        time.sleep(0.5)
-    return None
-
-
-def log_rows(url: str, user: str) -> list[dict]:
-    rows, offset = [], 0
-    while True:
-        page = httpx.get(url + "/v1/logs", params={"limit": 1000, "offset": offset, "user": user}, timeout=60).json()["rows"]
-        rows += page
-        if len(page) < 1000:
-            return rows
-        offset += 1000
-
-
 # --- one configuration ---------------------------------------------------------------------
-@dataclass
-class Stroke:
-    index: int
-    msg_id: str
-    sent: float  # monotonic time of the keystroke (didChange + request sent together)
-    answered: float | None = None
-    completion_id: str | None = None
-    text: str = ""
-    error: str | None = None
-    cancel_sent: bool = False
-    in_time: bool = False  # answered, non-empty, before the next keystroke
-    typeahead: bool = False
-
-    @property
-    def latency_ms(self) -> float | None:
-        return None if self.answered is None or not self.completion_id else (self.answered - self.sent) * 1000
-
-
-@dataclass
-class ModeResult:
-    name: str
-    options: dict
-    strokes: list[Stroke]
-    typed_s: float
-    stopped_early: bool
-    drained: bool
-    settled: bool
-    lsp_stats: dict
-    before: dict
-    after: dict
-    rows: list[dict]
-    queued_at_end: int
-    seen_ids: set[str] = field(default_factory=set)
-    barrier: dict = field(default_factory=dict)  # what the closing barrier request added to /metrics
-    server_cpu_s: float = math.nan
-
-    def delta(self, name: str, **labels: str) -> float:
-        return total(self.after, name, **labels) - total(self.before, name, **labels) - total(self.barrier, name, **labels)
-
-
-@dataclass
-class Combined:
-    """One configuration's runs (one per round), read as one."""
-
-    parts: list[ModeResult]
-
-    @property
-    def strokes(self) -> list[Stroke]:
-        return [s for p in self.parts for s in p.strokes]
-
-    @property
-    def rows(self) -> list[dict]:
-        return [row for p in self.parts for row in p.rows]
-
-    @property
-    def seen_ids(self) -> set[str]:
-        return set().union(*(p.seen_ids for p in self.parts))
-
-    @property
-    def lsp_stats(self) -> dict:
-        return {k: sum(p.lsp_stats.get(k, 0) for p in self.parts) for k in self.parts[0].lsp_stats}
-
-    @property
-    def queued_at_end(self) -> int:
-        return max(p.queued_at_end for p in self.parts)
-
-    @property
-    def server_cpu_s(self) -> float:
-        return sum(p.server_cpu_s for p in self.parts)
-
-    def delta(self, name: str, **labels: str) -> float:
-        return sum(p.delta(name, **labels) for p in self.parts)
-
-
 def _items(result) -> list:
     if result is None:
         return []
@@ -389,86 +254,6 @@ async def run_mode(name: str, url: str, script: Script, options: dict, editor_ca
                       queued_at_end, seen, extra or {})
 
 
-# --- figures -------------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]  # nearest rank
-
-
-def figures(r: Combined, max_tokens: int) -> dict[str, float]:
-    f: dict[str, float] = {}
-    f["keystrokes"] = len(r.strokes)
-    completions = {reason: r.delta("codeloop_completions_total", finish_reason=reason) for reason in ("stop", "length", "cancelled")}
-    cancelled_running = r.delta("codeloop_tokens_after_cancel_count")
-    f["requests at the server"] = sum(completions.values())
-    for status, what in (("200", "answered"), ("429", "refused: engine queue full"), ("499", "the client went away")):
-        f[f"  HTTP {status} ({what})"] = r.delta("codeloop_http_requests_total", route="/v1/completions", status=status)
-    f["generations started"] = completions["stop"] + completions["length"] + cancelled_running
-    f["  finished (stop + length)"] = completions["stop"] + completions["length"]
-    f["  cancelled while generating"] = cancelled_running
-    f["  finished with an empty suggestion"] = sum(not row.get("text") for row in r.rows)
-    f["cancelled while queued (never ran)"] = completions["cancelled"] - cancelled_running
-    f["engine queue depth when the wait ended"] = r.queued_at_end
-    tokens_done = sum(row["completion_tokens"] or 0 for row in r.rows)  # /v1/logs: finished generations
-    cancelled_tokens = r.delta("codeloop_cancelled_generation_tokens_total")
-    f["tokens counted (codeloop_completion_tokens)"] = r.delta("codeloop_completion_tokens_total")
-    f["tokens, finished generations (/v1/logs)"] = tokens_done
-    f["tokens, cancelled generations"] = cancelled_tokens
-    by_id = {row["id"]: row for row in r.rows}
-    seen_tokens = sum(by_id[i]["completion_tokens"] or 0 for i in r.seen_ids if i in by_id)
-    f["tokens the typist saw"] = seen_tokens
-    f["tokens shown per /v1/logs (shown=true)"] = sum(row["completion_tokens"] or 0 for row in r.rows if row.get("shown"))
-    generated = tokens_done + cancelled_tokens
-    f["wasted tokens"] = generated - seen_tokens
-    f["wasted share"] = (generated - seen_tokens) / generated if generated else math.nan
-    answered = [s for s in r.strokes if s.completion_id and s.text]
-    in_time = [s for s in r.strokes if s.in_time]
-    f["answers with a suggestion (any time)"] = len(answered)
-    f["suggestions seen (before the next key)"] = len(in_time)
-    f["  of them typing ahead"] = sum(s.typeahead for s in in_time)
-    f["keystrokes with no suggestion seen"] = len(r.strokes) - len(in_time)
-    f["late answers (after the next keystroke)"] = len(answered) - len(in_time)
-    f["errors (cancelled requests, mostly)"] = sum(s.error is not None for s in r.strokes)
-    seen_ms = [s.latency_ms for s in in_time]
-    model_ms = [s.latency_ms for s in in_time if not s.typeahead]
-    any_ms = [s.latency_ms for s in answered]
-    f["key -> suggestion seen, p50 (ms)"] = pct(seen_ms, 0.5)
-    f["key -> suggestion seen, p95 (ms)"] = pct(seen_ms, 0.95)
-    f["  excluding typing ahead, p50 (ms)"] = pct(model_ms, 0.5)
-    f["  excluding typing ahead, p95 (ms)"] = pct(model_ms, 0.95)
-    f["key -> any answer incl. late, p50 (ms)"] = pct(any_ms, 0.5)
-    f["key -> any answer incl. late, p95 (ms)"] = pct(any_ms, 0.95)
-    f["server CPU seconds (whole configuration)"] = r.server_cpu_s
-    engine_s, engine_n = r.delta("codeloop_engine_seconds_sum"), r.delta("codeloop_engine_seconds_count")
-    f["engine s per finished generation"] = engine_s / engine_n if engine_n else math.nan
-    f["tokens/s, finished generations"] = tokens_done / engine_s if engine_n else math.nan
-    for k in ("requests", "typeahead_hits", "cache_hits", "debounced", "model_calls", "cancelled", "failures", "suggestions"):
-        f[f"lsp {k}"] = r.lsp_stats.get(k, math.nan)
-    return f
-
-
-def show(value, share: bool = False) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and math.isnan(value):
-        return "-"
-    if share:
-        return f"{value:.1%}"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:.1f}"
-    return f"{int(value)}"
-
-
-def ratio(b, a) -> str:
-    if isinstance(a, str) or isinstance(b, str) or any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
-        return "-"
-    if a == 0:
-        return "-" if b == 0 else "inf"
-    return f"{b / a:.2f}x"
-
-
 # --- main ----------------------------------------------------------------------------------
 def _configs(text: str) -> str:
     if not text or any(c not in CONFIGS for c in text) or len(set(text)) != len(text):
@@ -482,15 +267,6 @@ def parse_range(text: str) -> tuple[float, float]:
     if lo_f < 0 or hi_f < lo_f:
         raise argparse.ArgumentTypeError(f"expected MIN,MAX with 0 <= MIN <= MAX, got {text!r}")
     return lo_f, hi_f
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), NaN elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return math.nan
 
 
 CONFIGS = {  # key: (name, debounceMs, cancelSuperseded, the editor cancels, latency budget on, line budget on)
