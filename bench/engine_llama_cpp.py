@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import statistics
 import subprocess
@@ -90,7 +89,7 @@ def measure_in_this_process(args) -> dict:
 
 def write_format(fmt: str, into: Path) -> Path:
     """The default model's GGUF in `fmt`: as shipped (Q4_1), rewritten by codeloop/gguf_requant.py,
-    or quantized by llama.cpp from an F32 copy."""
+    or quantized by llama.cpp from an F32 copy (llama.cpp prints a line per tensor on stderr)."""
     import ctypes
 
     from codeloop.models import gguf_path
@@ -101,7 +100,6 @@ def write_format(fmt: str, into: Path) -> Path:
         return write_gguf_as(gguf_path(), into / f"model-{fmt}.gguf", fmt)
     import llama_cpp
 
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # it logs every tensor it writes
     f32 = into / "model-F32.gguf"
     if not f32.exists():
         write_gguf_as(gguf_path(), f32, "F32")
