@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -32,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.learning import clone  # noqa: E402
+from bench.learning import clone, lines_at  # noqa: E402
 from codeloop.snippets import CONTEXT_CHARS, CONTEXT_SNIPPETS, Snippet, rank  # noqa: E402
 from trainer.config import SOURCE_EXTENSIONS  # noqa: E402
 from trainer.dataset import parse_date  # noqa: E402
@@ -46,19 +45,6 @@ WIDE_CHARS, WIDE_SNIPPETS = 4000, 8  # "a larger budget": ~2.7x the language ser
 
 def stands_in(expected: str, texts: Iterable[str]) -> bool:
     return any(expected == line.strip() for text in texts for line in text.splitlines())
-
-
-def lines_at(repo: Path, commit: str) -> set[str]:
-    """Every stripped line of every file at `commit`."""
-    files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "-z", commit],
-                           capture_output=True, check=True).stdout.decode("utf-8", "replace").split("\0")
-    known: set[str] = set()
-    with _BlobReader(repo) as blobs:
-        for path in filter(None, files):
-            data = blobs.read(f"{commit}:{path}")
-            if data is not None:
-                known.update(line.strip() for line in data.decode("utf-8", "replace").splitlines())
-    return known
 
 
 def retrieved(lines: list[HeldOutLine], repo: Path, budgets: list[tuple[int, int]]) -> list[list[list[Snippet]]]:
@@ -94,22 +80,18 @@ def main() -> None:
         budgets = [(CONTEXT_CHARS, CONTEXT_SNIPPETS), (WIDE_CHARS, WIDE_SNIPPETS)]
         print(f"ranking every file's windows for {len(lines)} lines...", file=sys.stderr)
         wide = retrieved(lines, repo, budgets)
-    rows: dict[str, list[bool]] = {
-        "repository at the cut": [], "prefix": [], "suffix": [],
-        f"codeloop eval's snippets ({CONTEXT_CHARS} chars, {CONTEXT_SNIPPETS} snippets)": [],
-        f"every file ranked ({CONTEXT_CHARS} chars, {CONTEXT_SNIPPETS} snippets)": [],
-        f"every file ranked ({WIDE_CHARS} chars, {WIDE_SNIPPETS} snippets)": [],
-    }
+    labels = ["repository at the cut", "prefix", "suffix",
+              f"codeloop eval's snippets ({CONTEXT_CHARS} chars, {CONTEXT_SNIPPETS} snippets)",
+              f"every file ranked ({CONTEXT_CHARS} chars, {CONTEXT_SNIPPETS} snippets)",
+              f"every file ranked ({WIDE_CHARS} chars, {WIDE_SNIPPETS} snippets)"]
+    rows: dict[str, list[bool]] = {label: [] for label in labels}
     in_prompt = []
     for line, found in zip(lines, wide):
-        names = list(rows)
-        rows[names[0]].append(line.expected in at_cut)
-        rows[names[1]].append(stands_in(line.expected, [line.prefix]))
-        rows[names[2]].append(stands_in(line.expected, [line.suffix]))
-        rows[names[3]].append(stands_in(line.expected, [s.text for s in line.snippets]))
-        rows[names[4]].append(stands_in(line.expected, [s.text for s in found[0]]))
-        rows[names[5]].append(stands_in(line.expected, [s.text for s in found[1]]))
-        in_prompt.append(rows["prefix"][-1] or rows["suffix"][-1])
+        hits = [line.expected in at_cut, stands_in(line.expected, [line.prefix]), stands_in(line.expected, [line.suffix]),
+                *(stands_in(line.expected, [s.text for s in snippets]) for snippets in (line.snippets, *found))]
+        for label, hit in zip(labels, hits):
+            rows[label].append(hit)
+        in_prompt.append(hits[1] or hits[2])
     table = {name: {"lines": sum(hits), "not_in_prefix_or_suffix": sum(h and not p for h, p in zip(hits, in_prompt))}
              for name, hits in rows.items()}
     if args.json:

@@ -47,19 +47,28 @@ def clone(source: Path, into: Path) -> Path:
     return into
 
 
+def lines_at(repo: Path, commit: str) -> set[str]:
+    """Every stripped line of every file at `commit`."""
+    from trainer.mining import _BlobReader
+
+    files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "-z", commit],
+                           capture_output=True, check=True).stdout.decode("utf-8", "replace").split("\0")
+    known: set[str] = set()
+    with _BlobReader(repo) as blobs:
+        for path in filter(None, files):
+            data = blobs.read(f"{commit}:{path}")
+            if data is not None:
+                known.update(line.strip() for line in data.decode("utf-8", "replace").splitlines())
+    return known
+
+
 def verbatim_at_cut(repo: Path, since: str, answers: Path) -> dict:
     """Held-out lines found (stripped) in some file of the repository at the last commit before
     `since`, and each model's exact matches among those and among the new ones."""
     from trainer.dataset import parse_date
     from trainer.snapshot import commit_before
 
-    commit = commit_before(repo, parse_date(since))
-    files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", commit],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    known: set[str] = set()
-    for path in files:
-        shown = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True)
-        known.update(line.strip() for line in shown.stdout.decode("utf-8", "replace").splitlines())
+    known = lines_at(repo, commit_before(repo, parse_date(since)))
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     out: dict = {}
     for row in rows:
