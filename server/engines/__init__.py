@@ -76,7 +76,13 @@ def _llama_cpp_engine(settings, model_dir) -> Engine:
         gguf = served_gguf(model_dir, settings.gguf_quant)
     except ModelError as exc:
         raise EngineError(str(exc)) from None
+    step_gguf = None
+    if settings.amx_decode:
+        from server.engines.llama_cpp_amx import step_weights
+
+        step_gguf, said = step_weights(model_dir, gguf)
+        log.info("llama-cpp: %s", said)
     # Room for the longest prompt the server builds and the longest answer it allows.
     n_ctx = settings.max_prompt_tokens + settings.max_tokens_limit + 64
     return LlamaCppEngine(model_dir, gguf, load_tokenizer(model_dir, gguf), max_queue=settings.max_queue,
-                          threads=settings.torch_threads, n_ctx=n_ctx)
+                          threads=settings.torch_threads, n_ctx=n_ctx, step_gguf=step_gguf)

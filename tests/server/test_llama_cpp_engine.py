@@ -26,11 +26,18 @@ def gguf(model_dir):
     return gguf_for_model(model_dir)
 
 
-@pytest.fixture
-async def engine(model_dir, gguf, smol_tokenizer):
+@pytest.fixture(params=["plain", "amx"])
+async def engine(request, model_dir, gguf, smol_tokenizer):
+    """The engine as served on a CPU without AMX ("plain": one copy of the weights) and with
+    it ("amx": tokens generated one at a time from a second copy in llama.cpp's AMX layout,
+    prompts read in batches from the plain one, the sequence copied between the two)."""
+    from server.engines.llama_cpp_amx import amx_buffer_type
     from server.engines.llama_cpp_engine import LlamaCppEngine
 
-    eng = LlamaCppEngine(model_dir, gguf, smol_tokenizer, max_queue=4, threads=1, n_ctx=2048)
+    if request.param == "amx" and amx_buffer_type() is None:
+        pytest.skip("this CPU (or this build of llama.cpp) has no AMX weight layout")
+    eng = LlamaCppEngine(model_dir, gguf, smol_tokenizer, max_queue=4, threads=1, n_ctx=2048,
+                         step_gguf=gguf if request.param == "amx" else None)
     await eng.start()
     yield eng
     await eng.close()
