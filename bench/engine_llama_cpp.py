@@ -3,11 +3,13 @@ the converted folder) against llama.cpp on the model's own GGUF (Q4_1 as shipped
 copies of it written as Q8_0 (what the engine serves by default), F16 and F32 (same weights,
 dequantized once; codeloop/gguf_requant.py), or written by llama.cpp's own quantizer from the
 F32 copy (Q4_0, Q5_0, IQ4_NL: other 4- and 5-bit layouts, measured for speed; the K-quants need
-rows of a multiple of 256 and this model's are 576 wide). Reading the prompt and decoding are
-timed separately; each answer is compared with transformers' (same greedy text or not).
+rows of a multiple of 256 and this model's are 576 wide), and Q8_0+AMX: what the server runs
+on a CPU with AMX (amx_decode), the prompt read from Q8_0 and tokens generated from the shipped
+Q4_1 in llama.cpp's AMX layout. Reading the prompt and decoding are timed separately; each
+answer is compared with transformers' (same greedy text or not).
 
     .venv/bin/python bench/engine_llama_cpp.py [--rounds 3] [--prefix-tokens 500] [--new-tokens 32]
-        [--threads 1] [--formats Q4_1 Q8_0 F16 F32 Q4_0 Q5_0 IQ4_NL]
+        [--threads 1] [--formats Q4_1 Q8_0 Q8_0+AMX F16 F32 Q4_0 Q5_0 IQ4_NL]
 
 Each round asks every engine in turn, each in a fresh process of its own (so load from other
 processes spreads over all of them, and no engine slows another down in a shared process),
@@ -39,7 +41,10 @@ from server.engines import GenerationParams  # noqa: E402
 TYPED = "    if n < 2:\n"
 # Formats written by llama.cpp's quantizer (its LLAMA_FTYPE_MOSTLY_* numbers).
 LLAMA_QUANTIZED = {"Q4_0": 2, "Q5_0": 8, "IQ4_NL": 25}
-FORMATS = ["Q4_1", "Q8_0", "F16", "F32", *LLAMA_QUANTIZED]
+# "Q8_0+AMX": what the server runs on a CPU with AMX (amx_decode): prompts read from the Q8_0
+# copy, tokens generated from the shipped Q4_1 file in llama.cpp's AMX layout.
+AMX = "Q8_0+AMX"
+FORMATS = ["Q4_1", "Q8_0", AMX, "F16", "F32", *LLAMA_QUANTIZED]
 
 
 async def ask(engine, prompt: str, new_tokens: int) -> dict:
@@ -70,7 +75,8 @@ def measure_in_this_process(args) -> dict:
         engine = TransformersEngine(model_dir, torch_threads=args.threads)
     else:
         engine = LlamaCppEngine(model_dir, Path(args.gguf), tokenizer, threads=args.threads,
-                                n_ctx=n_prompt + args.new_tokens + 64)
+                                n_ctx=n_prompt + args.new_tokens + 64,
+                                step_gguf=Path(args.step_gguf) if args.step_gguf else None)
 
     async def go() -> dict:
         await engine.start()
@@ -96,6 +102,8 @@ def write_format(fmt: str, into: Path) -> Path:
 
     if fmt == "Q4_1":
         return gguf_path()
+    if fmt == AMX:
+        return write_format("Q8_0", into)
     if fmt not in LLAMA_QUANTIZED:
         return write_gguf_as(gguf_path(), into / f"model-{fmt}.gguf", fmt)
     import llama_cpp
@@ -112,7 +120,7 @@ def write_format(fmt: str, into: Path) -> Path:
 
 
 def run(args) -> None:
-    from codeloop.models import prepare_default_model
+    from codeloop.models import gguf_path, prepare_default_model
 
     model_dir = prepare_default_model(Path(os.environ.get("CODELOOP_TEST_MODELS_DIR", REPO / ".codeloop-test" / "models")))
     print(f"model {model_dir.name}; prompt ~{args.prefix_tokens} tokens; {args.new_tokens} greedy tokens; {args.rounds} rounds; "
@@ -127,6 +135,7 @@ def run(args) -> None:
         # llama.cpp's threads decode 2.4x slower there (both use libgomp; measured), which is
         # not what a server running one engine sees.
         engines = {"transformers": None, **{f"llama-cpp {fmt}": path for fmt, path in ggufs.items()}}
+        steps = {f"llama-cpp {AMX}": gguf_path()}
         figures: dict[str, dict[str, list[float]]] = {name: {} for name in engines}
         texts: dict[str, list[str]] = {name: [] for name in engines}
         for round_ in range(args.rounds):
@@ -136,6 +145,8 @@ def run(args) -> None:
                            "--prefix-tokens", str(args.prefix_tokens), "--new-tokens", str(args.new_tokens)]
                 if gguf is not None:
                     command += ["--gguf", str(gguf)]
+                if name in steps:
+                    command += ["--step-gguf", str(steps[name])]
                 out = subprocess.run(command, capture_output=True, text=True)
                 if out.returncode != 0:
                     raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
@@ -167,11 +178,12 @@ def main() -> None:
     parser.add_argument("--prefix-tokens", type=int, default=500)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="per engine (2 cores shared with other work: 1 is steadier)")
-    parser.add_argument("--formats", nargs="*", default=["Q4_1", "Q8_0", "F16", "F32"], choices=FORMATS)
+    parser.add_argument("--formats", nargs="*", default=["Q4_1", "Q8_0", AMX], choices=FORMATS)
     # The child process's arguments (one engine, one round; prints its figures as JSON).
     parser.add_argument("--child", choices=["transformers", "llama-cpp"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--gguf", help=argparse.SUPPRESS)
+    parser.add_argument("--step-gguf", help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -23,10 +23,16 @@ from pathlib import Path
 import numpy as np
 
 SEQ = 0  # the one sequence: prompts are served one at a time
-# Reading a token on its own costs about as much as copying ~125 tokens of KV cache from one
-# context to the other and back (measured: 9-10 ms, and ~20 ms each way for 500 tokens), so a
-# few new prompt tokens after a long reused start are read one at a time where they are.
-COPY_TOKENS_PER_STEP = 125
+# New prompt tokens after a reused start are read one at a time where the sequence is, unless
+# reading them in a batch saves more than moving the sequence there and back costs. Measured
+# here for the default model: a token read alone ~8 ms, in a batch ~2 ms, plus ~15 ms a batch;
+# moving the sequence ~40 microseconds a token it holds, each way.
+STEP_MS, BATCH_TOKEN_MS, BATCH_MS, MOVE_MS_PER_TOKEN = 8.0, 2.0, 15.0, 0.04
+
+
+def _read_alone(new: int, held: int) -> bool:
+    """Whether `new` tokens after `held` ones are read faster one at a time than moved over."""
+    return new * STEP_MS <= BATCH_MS + new * BATCH_TOKEN_MS + 2 * held * MOVE_MS_PER_TOKEN
 
 
 class LlamaCppError(Exception):
@@ -215,7 +221,7 @@ class LlamaCppModel:
         if start + len(tokens) > self.n_ctx:
             raise LlamaCppError(f"{start + len(tokens)} tokens do not fit the context of {self.n_ctx}")
         step = self._step is not None and (
-            len(tokens) == 1 or (self._current is self._step and len(tokens) * COPY_TOKENS_PER_STEP <= start))
+            len(tokens) == 1 or (self._current is self._step and _read_alone(len(tokens), start)))
         if not step:
             return self._hold_in(self._batch).read(tokens, start, logits)
         context, out = self._hold_in(self._step), None
