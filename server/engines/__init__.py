@@ -21,7 +21,8 @@ def make_engine(settings, model_dir, choice: EngineChoice | None = None) -> Engi
     choice = choice or choose_engine(settings.engine, model_dir)
     engine = _build(choice.name, settings, model_dir)
     if choice.name == "llama-cpp":
-        choice = dataclasses.replace(choice, reason=f"{choice.reason}; serving {engine.gguf.name}")
+        step = f", generating from {engine.step_gguf.name} in llama.cpp's AMX layout" if engine.step_gguf else ""
+        choice = dataclasses.replace(choice, reason=f"{choice.reason}; serving {engine.gguf.name}{step}")
     engine.choice = choice
     log.info("engine %s (%s)", choice.name, choice.reason)
     return engine

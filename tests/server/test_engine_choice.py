@@ -110,7 +110,10 @@ def test_codeloop_up_with_engine_auto_serves_llama_cpp_and_says_why(model_dir, t
         assert health["engine"] == "llama-cpp", health
         reason = health["engine_reason"]
         assert reason.startswith("auto: ") and "llama-cpp-python imports" in reason
-        assert reason.endswith(f"serving {linked.name}.Q8_0.gguf"), reason
+        from server.engines.llama_cpp_amx import amx_buffer_type
+
+        amx = ", generating from SmolLM2-135M-Instruct.Q4_1.gguf in llama.cpp's AMX layout" if amx_buffer_type() else ""
+        assert reason.endswith(f"serving {linked.name}.Q8_0.gguf{amx}"), reason
         assert (linked.parent / f"{linked.name}.Q8_0.gguf").is_file()
         log = server.log()
         # The banner, printed before the engine is built (so without the file it then serves).
