@@ -49,6 +49,8 @@ def barrier(url: str, limit_s: float) -> dict | None:
             return {
                 ("codeloop_completions_total", f'{{adapter="base",finish_reason="{reason}"}}'): 1.0,
                 ("codeloop_completion_tokens_total", '{adapter="base"}'): float(data["usage"]["completion_tokens"]),
+                # Its prompt is read afresh or reused; either way it is not the typist's.
+                ("codeloop_prompt_tokens_total", ""): float(data["usage"]["prompt_tokens"]),
                 ("codeloop_http_requests_total", '{route="/v1/completions",status="200"}'): 1.0,
                 ("codeloop_engine_seconds_sum", '{adapter="base"}'): data["timings"]["engine_ms"] / 1000,
                 ("codeloop_engine_seconds_count", '{adapter="base"}'): 1.0,

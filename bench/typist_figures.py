@@ -111,6 +111,12 @@ def figures(r: Combined, max_tokens: int) -> dict[str, float]:
     by_id = {row["id"]: row for row in r.rows}
     seen_tokens = sum(by_id[i]["completion_tokens"] or 0 for i in r.seen_ids if i in by_id)
     f["tokens the typist saw"] = seen_tokens
+    # How much of each prompt the engine did not have to read (its prompt reuse), over the
+    # generations that finished: what typing costs before the first token.
+    prompt_tokens = r.delta("codeloop_prompt_tokens_total")
+    f["prompt tokens of finished generations"] = prompt_tokens
+    f["  reused from an earlier prompt"] = r.delta("codeloop_cached_prompt_tokens_total")
+    f["  reused share"] = f["  reused from an earlier prompt"] / prompt_tokens if prompt_tokens else math.nan
     f["tokens shown per /v1/logs (shown=true)"] = sum(row["completion_tokens"] or 0 for row in r.rows if row.get("shown"))
     generated = tokens_done + cancelled_tokens
     f["wasted tokens"] = generated - seen_tokens

@@ -79,7 +79,8 @@ class LlamaCppEngine:
                 bounded=False)
         except LlamaCppError as exc:
             await self._worker.close()
-            raise EngineError(str(exc)) from exc
+            hint = "; set amx_decode = false to serve from one copy of the weights" if self.step_gguf else ""
+            raise EngineError(f"{exc}{hint}") from exc
         self._kv = KvReuse(self._model)
         self._lora_dir = Path(tempfile.mkdtemp(prefix="codeloop-gguf-lora-"))
         # One short generation so the first real request does not pay for lazy initialisation.
