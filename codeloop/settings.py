@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # A GGUF file named in `model` (or found in its folder) is always served as it is.
     gguf_quant: Literal["q8_0", "as-shipped"] = "q8_0"
     # llama-cpp on a CPU with AMX (Intel Xeon 4th generation on): generate from a second copy
-    # of the weights in llama.cpp's AMX layout, 1.5x as fast one token at a time; for the
+    # of the weights in llama.cpp's AMX layout, 1.9x as fast one token at a time; for the
     # default model, its shipped Q4_1 file (the exact weights). Prompts are still read from the
     # file above. Off: one copy of the weights, in the plain layout.
     amx_decode: bool = True

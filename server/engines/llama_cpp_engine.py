@@ -44,7 +44,7 @@ class LlamaCppEngine:
         """`model_dir`: what adapters name as their base (the Hugging Face folder, or the GGUF
         file itself); `tokenizer`: the Hugging Face tokenizer of the model in `gguf`;
         `step_gguf`: generate from this GGUF (the same model) in llama.cpp's AMX layout,
-        1.5x as fast where the CPU has AMX (llama_cpp_amx.py, step_weights)."""
+        1.9x as fast where the CPU has AMX (llama_cpp_amx.py, step_weights)."""
         self.model_dir = Path(model_dir)
         self.gguf = Path(gguf)
         self.step_gguf = Path(step_gguf) if step_gguf is not None else None

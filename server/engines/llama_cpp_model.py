@@ -10,7 +10,7 @@ the engine's one worker thread.
 
 With `step_gguf`, the model is loaded twice: once as usual, to read prompts in batches, and
 once with its matrices in llama.cpp's AMX layout (llama_cpp_amx.py), to read one token at a
-time 1.5x as fast. The sequence lives in one of the two contexts at a time and is copied
+time 1.9x as fast. The sequence lives in one of the two contexts at a time and is copied
 over (~40 microseconds a token each way) when the other one is needed, which happens about
 once a request: after the prompt was read in batches, before generation.
 """
