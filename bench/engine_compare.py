@@ -4,6 +4,12 @@ adapter load time (register: validate, hash, load), and the ratios vLLM / embedd
 request has its own first line, so vLLM's prefix cache does not skip the prefill.
 
     .venv/bin/python bench/engine_compare.py [--runs 4] [--prefix-tokens 500] [--new-tokens 32] [--clients 8]
+    .venv/bin/python bench/engine_compare.py --engines embedded llama-cpp llama-cpp-plain --clients 0
+
+`--engines` names others to measure the same way, each against the first: `embedded` (the
+transformers engine), `llama-cpp` (as served: with AMX decoding where the CPU has it; its
+adapter register includes the conversion to GGUF LoRA), `llama-cpp-plain` (amx_decode off),
+`vllm-cpu`. `--clients 0` leaves out the concurrent clients.
 
 Both go through codeloop's HTTP API (`codeloop serve`, one per engine), so the figures are
 what an editor sees; vLLM runs from .venv-vllm (`make test` installs it) with float32, the
@@ -55,10 +61,15 @@ def measure(server_url: str, body: dict, runs: int, adapter_folder: Path, client
         adapter = [client.post("/v1/completions", json={**unique(body, f"adapter {i}"), "adapter": "bench@1"}).json() for i in range(runs)]
         out["adapter_ttft_ms"] = median([d["timings"]["first_token_ms"] for d in adapter])
         out["adapter_tokens_s"] = median([d["usage"]["completion_tokens"] / d["timings"]["engine_ms"] * 1000 for d in adapter])
-    wall, results = asyncio.run(concurrent(server_url, unique(body, "concurrent"), clients))
-    out["concurrent_wall_s"] = wall
-    out["concurrent_tokens_s"] = sum(r[1]["usage"]["completion_tokens"] for r in results) / wall
+    if clients:
+        wall, results = asyncio.run(concurrent(server_url, unique(body, "concurrent"), clients))
+        out["concurrent_wall_s"] = wall
+        out["concurrent_tokens_s"] = sum(r[1]["usage"]["completion_tokens"] for r in results) / wall
     return out
+
+
+EMBEDDED_ENV = {"embedded": {}, "llama-cpp": {"CODELOOP_ENGINE": "llama-cpp"},
+                "llama-cpp-plain": {"CODELOOP_ENGINE": "llama-cpp", "CODELOOP_AMX_DECODE": "false"}}
 
 
 def main() -> None:
@@ -67,8 +78,9 @@ def main() -> None:
     parser.add_argument("--prefix-tokens", type=int, default=500)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--engines", nargs="+", default=["embedded", "vllm-cpu"], choices=[*EMBEDDED_ENV, "vllm-cpu"])
     args = parser.parse_args()
-    reason = vllm_missing_reason()
+    reason = vllm_missing_reason() if "vllm-cpu" in args.engines else None
     if reason:
         sys.exit(f"bench/engine_compare.py: {reason}")
 
@@ -84,33 +96,43 @@ def main() -> None:
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        vllm_start_s = None
         # One at a time: each engine gets the machine to itself while it is measured.
-        server = start_server(model_dir, tmp / "embedded")
-        try:
-            figures["embedded"] = measure(server.url, body, args.runs, random_adapter(model_dir, server.adapters_dir / "bench-r16"), args.clients)
-        finally:
-            server.stop()
-        started = time.monotonic()
-        vllm = start_vllm(model_dir, tmp / "vllm-log")
-        vllm_start_s = time.monotonic() - started
-        try:
-            server = start_server(model_dir, tmp / "remote", env={"CODELOOP_ENGINE": "vllm-remote", "CODELOOP_VLLM_URLS": json.dumps([vllm.url])})
+        for name in args.engines:
+            if name != "vllm-cpu":
+                server = start_server(model_dir, tmp / name, env=EMBEDDED_ENV[name])
+                try:
+                    figures[name] = measure(server.url, body, args.runs, random_adapter(model_dir, server.adapters_dir / "bench-r16"), args.clients)
+                finally:
+                    server.stop()
+                continue
+            started = time.monotonic()
+            vllm = start_vllm(model_dir, tmp / "vllm-log")
+            vllm_start_s = time.monotonic() - started
             try:
-                figures["vllm-cpu"] = measure(server.url, body, args.runs, random_adapter(model_dir, server.adapters_dir / "bench-r16"), args.clients)
+                server = start_server(model_dir, tmp / "remote", env={"CODELOOP_ENGINE": "vllm-remote", "CODELOOP_VLLM_URLS": json.dumps([vllm.url])})
+                try:
+                    figures[name] = measure(server.url, body, args.runs, random_adapter(model_dir, server.adapters_dir / "bench-r16"), args.clients)
+                finally:
+                    server.stop()
             finally:
-                server.stop()
-        finally:
-            vllm.stop()
+                vllm.stop()
 
-    e, v = figures["embedded"], figures["vllm-cpu"]
+    first = args.engines[0]
     rows = [("time to first token, base (ms)", "ttft_ms"), ("tokens/s, base", "tokens_s"),
             ("time to first token, adapter (ms)", "adapter_ttft_ms"), ("tokens/s, adapter", "adapter_tokens_s"),
-            ("adapter load, r=16 (s)", "load_s"), (f"{args.clients} concurrent: wall (s)", "concurrent_wall_s"),
-            (f"{args.clients} concurrent: aggregate tokens/s", "concurrent_tokens_s")]
-    print(f"\n{'figure':40} {'embedded':>10} {'vllm-cpu':>10} {'vllm/emb':>9}")
+            ("adapter load, r=16 (s)", "load_s")]
+    if args.clients:
+        rows += [(f"{args.clients} concurrent: wall (s)", "concurrent_wall_s"),
+                 (f"{args.clients} concurrent: aggregate tokens/s", "concurrent_tokens_s")]
+    others = args.engines[1:]
+    print(f"\n{'figure':40} " + " ".join(f"{name:>15}" for name in args.engines)
+          + "".join(f" {name[:10] + '/' + first[:4]:>16}" for name in others))
     for label, key in rows:
-        print(f"{label:40} {e[key]:10.2f} {v[key]:10.2f} {v[key] / e[key]:9.2f}")
-    print(f"{'vLLM start-up to healthy (s)':40} {'':10} {vllm_start_s:10.1f}")
+        values = [figures[name][key] for name in args.engines]
+        print(f"{label:40} " + " ".join(f"{v:15.2f}" for v in values) + "".join(f" {v / values[0]:16.2f}" for v in values[1:]))
+    if vllm_start_s is not None:
+        print(f"{'vLLM start-up to healthy (s)':40} {vllm_start_s:10.1f}")
 
 
 if __name__ == "__main__":
