@@ -60,6 +60,7 @@ class _Context:
         model_params.use_extra_bufts = False
         if overrides is not None:
             model_params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
+        self._overrides = overrides  # llama.cpp keeps the model's parameters, pointers included
         self._model = lib.llama_model_load_from_file(str(gguf).encode(), model_params)
         if not self._model:
             raise LlamaCppError(f"llama.cpp could not load {gguf}")
