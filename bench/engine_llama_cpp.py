@@ -105,7 +105,8 @@ def write_format(fmt: str, into: Path) -> Path:
     if fmt == AMX:
         return write_format("Q8_0", into)
     if fmt not in LLAMA_QUANTIZED:
-        return write_gguf_as(gguf_path(), into / f"model-{fmt}.gguf", fmt)
+        target = into / f"model-{fmt}.gguf"  # Q8_0+AMX reads prompts from the Q8_0 copy: written once
+        return target if target.exists() else write_gguf_as(gguf_path(), target, fmt)
     import llama_cpp
 
     f32 = into / "model-F32.gguf"

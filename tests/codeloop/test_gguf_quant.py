@@ -87,11 +87,7 @@ def test_llama_cpp_answers_from_it_as_from_the_shipped_file(prepared, model_dir,
     def greedy(gguf, ids, n):
         model = LlamaCppModel(gguf, n_ctx=256, n_threads=1)
         try:
-            logits, out = model.decode(ids, 0, logits=True), []
-            for _ in range(n):
-                out.append(int(np.argmax(logits)))
-                logits = model.decode([out[-1]], len(ids) + len(out) - 1, logits=True)
-            return out
+            return _greedy(model, ids, n)
         finally:
             model.close()
 
@@ -107,9 +103,7 @@ def test_llama_cpp_answers_from_it_as_from_the_shipped_file(prepared, model_dir,
         model.close()
     with torch.no_grad():
         exact = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(torch.tensor([ids])).logits[0].double().numpy()
-    log_p, log_q = _log_softmax(exact), _log_softmax(ours)
-    mean_kl = float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
-    top1 = float((exact.argmax(-1) == ours.argmax(-1)).mean())
+    mean_kl, top1 = _kl_and_top1(exact, ours)
     assert mean_kl <= MAX_MEAN_KL_VS_LLAMA_CPP and top1 >= MIN_TOP1_AGREEMENT_VS_LLAMA_CPP, (mean_kl, top1)
 
 
@@ -143,10 +137,7 @@ def test_decoding_from_the_amx_layout_answers_as_the_plain_one(prepared, model_d
         model = LlamaCppModel(served, n_ctx=256, n_threads=1, step_gguf=step_gguf)
         try:
             assert model.steps_on_amx == (step_gguf is not None)
-            out = [int(np.argmax(model.decode(fib, 0, logits=True)))]
-            for _ in range(7):
-                out.append(int(np.argmax(model.decode([out[-1]], len(fib) + len(out) - 1, logits=True))))
-            answers.append(out)
+            answers.append(_greedy(model, fib, 8))
             if step_gguf is not None:
                 ids = smol_tokenizer(CHECK_PROMPT, add_special_tokens=False).input_ids
                 model.truncate(0)
@@ -157,9 +148,7 @@ def test_decoding_from_the_amx_layout_answers_as_the_plain_one(prepared, model_d
     with torch.no_grad():
         exact = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(torch.tensor([ids])).logits[0].double().numpy()
     exact = exact[7:]  # the batch read gives the logits of its last token only
-    log_p, log_q = _log_softmax(exact), _log_softmax(ours)
-    mean_kl = float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
-    top1 = float((exact.argmax(-1) == ours.argmax(-1)).mean())
+    mean_kl, top1 = _kl_and_top1(exact, ours)
     assert mean_kl <= MAX_MEAN_KL_VS_LLAMA_CPP and top1 >= MIN_TOP1_AGREEMENT_VS_LLAMA_CPP, (mean_kl, top1)
 
 
@@ -188,6 +177,21 @@ def test_a_failed_write_leaves_nothing_and_says_what_to_do(model_dir, tmp_path):
     with pytest.raises(ModelError, match='set gguf_quant = "as-shipped" to serve SmolLM2-135M-Instruct.Q4_1.gguf'):
         served_gguf(linked, "q8_0")
     assert sorted(p.name for p in linked.parent.iterdir()) == sorted([linked.name, q8_0_path(linked).name])
+
+
+def _greedy(model, ids: list[int], n: int) -> list[int]:
+    """`n` greedy tokens after `ids` (read in one batch) from a LlamaCppModel."""
+    logits, out = model.decode(ids, 0, logits=True), []
+    for _ in range(n):
+        out.append(int(np.argmax(logits)))
+        logits = model.decode([out[-1]], len(ids) + len(out) - 1, logits=True)
+    return out
+
+
+def _kl_and_top1(exact: np.ndarray, ours: np.ndarray) -> tuple[float, float]:
+    """Mean KL(exact || ours) of the next-token distributions, and top-1 agreement."""
+    log_p, log_q = _log_softmax(exact), _log_softmax(ours)
+    return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean()), float((exact.argmax(-1) == ours.argmax(-1)).mean())
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
