@@ -16,13 +16,16 @@ the bench looks for the expected line (stripped) among the lines of:
 
 A line found in the snippets but not in the prefix or suffix is one that copying from context
 could turn into an exact match; their count bounds what context can add to next-line exact
-match by copying (names used in new code can help beyond it; the eval measures that).
-No model runs: the figures are counts of text.
+match by copying. Beyond copying, context can give a new line the names it uses: the second
+table counts the lines that use a name the prompt does not hold, and of them those whose
+every such name the snippets hold (what context could add to a model that knows the rest of
+the line). No model runs: the figures are counts of text.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -43,8 +46,15 @@ from trainer.snapshot import commit_before  # noqa: E402
 WIDE_CHARS, WIDE_SNIPPETS = 4000, 8  # "a larger budget": ~2.7x the language server's
 
 
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def stands_in(expected: str, texts: Iterable[str]) -> bool:
     return any(expected == line.strip() for text in texts for line in text.splitlines())
+
+
+def names_in(texts: Iterable[str]) -> set[str]:
+    return {name for text in texts for name in IDENTIFIER.findall(text)}
 
 
 def retrieved(lines: list[HeldOutLine], repo: Path, budgets: list[tuple[int, int]]) -> list[list[list[Snippet]]]:
@@ -92,10 +102,20 @@ def main() -> None:
         for label, hit in zip(labels, hits):
             rows[label].append(hit)
         in_prompt.append(hits[1] or hits[2])
+    # The names each line uses that its prompt lacks, and which snippet sets hold them all.
+    supplied = dict.fromkeys(labels[3:], 0)
+    needs_a_name = 0
+    for line, found in zip(lines, wide):
+        need = names_in([line.expected]) - names_in([line.prefix, line.suffix])
+        if need:
+            needs_a_name += 1
+            for label, snippets in zip(supplied, (line.snippets, *found)):
+                supplied[label] += not need - names_in(s.text for s in snippets)
+    names = {"needs_a_name": needs_a_name, "supplied": supplied}
     table = {name: {"lines": sum(hits), "not_in_prefix_or_suffix": sum(h and not p for h, p in zip(hits, in_prompt))}
              for name, hits in rows.items()}
     if args.json:
-        print(json.dumps({"repo": str(args.repo), "since": args.since, "n": len(lines), "found": table}, indent=2))
+        print(json.dumps({"repo": str(args.repo), "since": args.since, "n": len(lines), "found": table, "names": names}, indent=2))
         return
     print(f"{len(lines)} held-out lines of {args.repo.name} after {args.since}; where each stood, verbatim, before it was written:")
     print(f"{'where':<52} {'lines':>6} {'not in prefix/suffix':>21}")
@@ -104,6 +124,10 @@ def main() -> None:
     best = max(counts["not_in_prefix_or_suffix"] for name, counts in table.items() if "snippets" in name)
     print(f"so copying from these snippets can add at most {best} exact lines of {len(lines)} here "
           f"({100 * best / max(1, len(lines)):.0f} points).")
+    print()
+    print(f"{names['needs_a_name']} of {len(lines)} lines use a name the prompt does not hold; the snippets hold every such name for:")
+    for name, count in names["supplied"].items():
+        print(f"  {name:<50} {count:>6}")
 
 
 if __name__ == "__main__":
