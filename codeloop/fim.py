@@ -34,6 +34,13 @@ _CHARS_PER_TOKEN = 8
 # for prefixes kept longer than _STEADY_MIN_CHARS, where the step is a small share.
 _CUT_STEP_CHARS = 256
 _STEADY_MIN_CHARS = 1024
+# The line being typed is counted as this many tokens (when it has fewer) while the cut is
+# decided: one more character can change a line's token count either way ("spli" is two
+# tokens, "split" one), and a cut that followed the exact count would jump back and forth
+# across a step. So the cut depends on the lines above the cursor's only: it stays put while
+# the user types within a line and moves forward, never back, as lines are added. (At most
+# budget / 16; a longer line is counted exactly.)
+_LINE_RESERVE_TOKENS = 64
 
 
 # Said at start-up and in /healthz: a user must know why the code after the cursor is ignored.
@@ -221,16 +228,26 @@ def trim_to_budget(
     once (a window of at most 8 characters per budget token) to cut, once to count.
     """
     budget = max(0, max_prompt_tokens - reserved_tokens)
-    pre_window, pre_cut = _tail(prefix, budget * _CHARS_PER_TOKEN)
     suf_window, suf_cut = _head(suffix, budget * _CHARS_PER_TOKEN)
-    pre_offsets = _offsets(tokenizer, pre_window)
     suf_offsets = _offsets(tokenizer, suf_window)
-
     suffix_cap = int(budget * min(max(suffix_share, 0.0), 1.0))
-    suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets)))
-    pre_keep = min(len(pre_offsets), budget - suf_keep)
 
-    new_prefix = _steady_cut(prefix, _keep_last(pre_window, pre_offsets, pre_keep, pre_cut))
+    head, line = prefix[: prefix.rfind("\n") + 1], prefix[prefix.rfind("\n") + 1 :]
+    reserve = min(_LINE_RESERVE_TOKENS, budget // 16)  # a small share of the budget
+    if head and reserve >= 8 and _count(tokenizer, line) <= reserve:
+        # Decide on the lines above the cursor's (see _LINE_RESERVE_TOKENS), then add its line.
+        pre_window, pre_cut = _tail(head, budget * _CHARS_PER_TOKEN)
+        pre_offsets = _offsets(tokenizer, pre_window)
+        suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets) - reserve))
+        head_keep = min(len(pre_offsets), budget - suf_keep - reserve)
+        kept = _keep_last(pre_window, pre_offsets, head_keep, pre_cut) + line
+    else:
+        pre_window, pre_cut = _tail(prefix, budget * _CHARS_PER_TOKEN)
+        pre_offsets = _offsets(tokenizer, pre_window)
+        suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets)))
+        kept = _keep_last(pre_window, pre_offsets, min(len(pre_offsets), budget - suf_keep), pre_cut)
+
+    new_prefix = _steady_cut(prefix, kept)
     new_suffix = _keep_first(suf_window, suf_offsets, suf_keep, suf_cut)
     return Trimmed(
         new_prefix, new_suffix, _count(tokenizer, new_prefix), _count(tokenizer, new_suffix)

@@ -262,3 +262,20 @@ def test_the_cut_prefix_keeps_its_start_while_the_user_types(smol_tokenizer) -> 
         starts.append(len(prefix) - len(built.prefix))
     moves = sum(1 for a, b in zip(starts, starts[1:]) if a != b)
     assert len(starts) > 100 and moves <= len(typed) // 256 + 2
+
+
+def test_the_cut_stays_put_within_a_line_and_never_moves_back(smol_tokenizer) -> None:
+    """Typed one character at a time, a line's token count goes up and down ("spli" is two
+    tokens, "split" one). The cut depends on the lines above the cursor's only: it never
+    moves while a line is typed, and never back."""
+    typed = "".join(f"        parts_{i} = text.split(sep)[{i}].strip().lower()  # splitting {i}\n" for i in range(20))
+    starts: list[tuple[int, int]] = []  # (line number, where the kept prefix starts)
+    for n in range(1, len(typed) + 1):
+        prefix = TEXT[:12_000] + typed[:n]
+        built = build_prompt(TEMPLATES["prefix-only"], prefix, "", smol_tokenizer, 1024)
+        assert built.prompt_tokens <= 1024
+        assert built.prompt_tokens >= 1024 - 64 - 300  # the line's reserve, a step and a line at most
+        starts.append((typed[:n].count("\n"), len(prefix) - len(built.prefix)))  # Enter starts a line
+    assert all(b >= a for (_, a), (_, b) in zip(starts, starts[1:]))
+    assert all(a == b for (la, a), (lb, b) in zip(starts, starts[1:]) if la == lb)
+    assert len({s for _, s in starts}) >= 3  # it did move, in steps
