@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 
 __all__ = [
     "CONTEXT_CHARS", "CONTEXT_SNIPPETS", "QUERY_LINES", "WINDOW_LINES", "Snippet", "Window", "file_windows", "identifiers",
-    "imported_paths", "query_text", "rank", "windows",
+    "imported_paths", "query_text", "rank", "similarity", "windows",
 ]
 
 # What an editor sends by default (the language server's contextChars / contextSnippets), and
@@ -95,6 +95,12 @@ def query_text(prefix: str, lines: int = QUERY_LINES) -> str:
     return "\n".join(rows[-lines:])
 
 
+def similarity(query: frozenset[str], window: Window) -> float:
+    """Jaccard similarity of the query's identifiers and the window's."""
+    shared = len(query & window.identifiers)
+    return shared / len(query | window.identifiers) if shared else 0.0
+
+
 def rank(prefix: str, candidates: Iterable[Window], *, budget_chars: int, max_snippets: int = 4,
          min_score: float = MIN_SCORE) -> list[Snippet]:
     """The windows most like the lines before the cursor, within `budget_chars` in all.
@@ -107,11 +113,9 @@ def rank(prefix: str, candidates: Iterable[Window], *, budget_chars: int, max_sn
         return []
     scored = []
     for w in candidates:
-        shared = len(query & w.identifiers)
-        if shared:
-            score = shared / len(query | w.identifiers)
-            if score >= min_score:
-                scored.append((score, w))
+        score = similarity(query, w)
+        if score and score >= min_score:
+            scored.append((score, w))
     scored.sort(key=lambda sw: (-sw[0], sw[1].filepath, sw[1].start_line))
     picked: list[tuple[float, Window]] = []
     used = 0

@@ -11,6 +11,8 @@ import is resolved only when the document's import lines changed, and the answer
 document is kept with what it was computed from (the lines before the cursor's line, the
 other candidates' versions): while the user types within a line it is the same list
 object, so the prompt's start stays put and the engine's prompt reuse keeps working.
+On a new line the ranking is redone, but the list sent last is kept while it is still about
+as relevant (`steadier`): a changed list makes the engine read the whole prompt again.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from codeloop.snippets import MAX_SNIPPET_CHARS, MAX_SNIPPET_PATH_CHARS, WINDOW_LINES, Snippet, Window, identifiers, imported_paths, query_text, rank, windows
+from codeloop.snippets import (MAX_SNIPPET_CHARS, MIN_SCORE, MAX_SNIPPET_PATH_CHARS, WINDOW_LINES, Snippet, Window, identifiers,
+                               imported_paths, query_text, rank, similarity, windows)
 from lsp.documents import Document, Edit
 from lsp.workspace import DiskFile, Located, Workspace
 
@@ -27,6 +30,11 @@ MAX_RECENT_EDITS = 10  # edited line ranges remembered, across documents
 MAX_IMPORTED_FILES = 8  # imported files read from disk per request
 MAX_CONTEXT_DOC_CHARS = 500_000  # larger documents are not cut into windows (cost per change)
 CLOSED = -1  # a recent edit's window taken from a document that is closed now
+# The snippets sent last are sent again while they score at least this share of a fresh
+# ranking's (summed similarity with the lines before the cursor): a new list costs the
+# engine a whole prompt read (~1 s for 1,500 tokens on 2 cores), a slightly better one buys
+# little (docs/benchmarks.md, "Repository context").
+STEADY_SHARE = 0.7
 # The server refuses a request whose snippet or path is longer than codeloop.snippets'
 # limits: such windows (minified code) are never sent.
 
@@ -63,6 +71,25 @@ class _Imports:
 class _Answer:
     key: tuple
     snippets: list[Snippet] = field(default_factory=list)
+
+
+def steadier(previous: list[Snippet], fresh: list[Snippet], sendable: list[Window], query: frozenset[str]) -> list[Snippet]:
+    """`previous` (the list sent last) while each of its windows still exists unchanged and
+    scores at least MIN_SCORE with `query`, and together they score at least STEADY_SHARE of
+    `fresh`'s; else `fresh`."""
+    if not previous or previous == fresh:
+        return previous or fresh
+    by_text = {(w.filepath, w.text): w for w in sendable}
+    scores = []
+    for snippet in previous:
+        window = by_text.get((snippet.filepath, snippet.text))
+        if window is None:  # the file changed or left: the text is no longer what it holds
+            return fresh
+        scores.append(similarity(query, window))
+    if min(scores) < MIN_SCORE:
+        return fresh
+    best = sum(similarity(query, by_text[(s.filepath, s.text)]) for s in fresh)
+    return previous if sum(scores) >= STEADY_SHARE * best else fresh
 
 
 class ContextIndex:
@@ -148,6 +175,8 @@ class ContextIndex:
                 candidates += disk.windows
             sendable = [w for w in candidates if len(w.text) <= MAX_SNIPPET_CHARS and len(w.filepath) <= MAX_SNIPPET_PATH_CHARS]
             snippets = rank(prefix, sendable, budget_chars=budget_chars, max_snippets=max_snippets)
+            if answer is not None and answer.key[1:3] == key[1:3]:  # same budget
+                snippets = steadier(answer.snippets, snippets, sendable, identifiers(query))
         self._answers[uri] = _Answer(key, snippets)
         return snippets
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from lsp.config import ConfigError, LspConfig
-from lsp.context import MAX_RECENT_EDITS, ContextIndex
+from codeloop.snippets import Snippet, Window, identifiers
+from lsp.context import MAX_RECENT_EDITS, ContextIndex, steadier
 from lsp.documents import DocumentStore, Edit
 from lsp.workspace import Workspace, list_code_files, workspace_roots
 
@@ -204,3 +205,48 @@ def test_a_whole_text_resend_is_no_edit_and_minified_windows_are_never_sent():
     assert picked and {s.filepath for s in picked} == {"ledger.py"}
     with pytest.raises(ConfigError, match="contextSnippets"):
         LspConfig().with_options({"contextSnippets": 17})  # the server takes 16 at most
+
+
+# --- steadiness across lines: a changed list costs the engine a whole prompt read -----------
+
+def _window(path: str, words: str) -> Window:
+    text = f"# {words}\n"
+    return Window(path, 0, text, identifiers(text))
+
+
+COMMON = " ".join(f"shared_name_{i}" for i in range(9))
+OLD, NEW = _window("a.py", COMMON + " only_in_old"), _window("b.py", COMMON + " only_in_new")
+
+
+def _snippets(*ws: Window) -> list[Snippet]:
+    return [Snippet(w.filepath, w.text) for w in ws]
+
+
+def test_the_list_sent_last_is_kept_while_nearly_as_relevant():
+    query = identifiers(COMMON + " only_in_new")  # NEW matches it whole, OLD 9 of 11 names
+    previous = _snippets(OLD)
+    assert steadier(previous, _snippets(NEW), [OLD, NEW], query) is previous
+
+
+def test_a_much_better_list_or_a_changed_window_replaces_it():
+    fresh = _snippets(NEW)
+    query = identifiers("shared_name_0 only_in_new other_word another_word")  # OLD: 1 of 6 names
+    assert steadier(_snippets(OLD), fresh, [OLD, NEW], query) is fresh
+    query = identifiers(COMMON + " only_in_new")
+    assert steadier(_snippets(OLD), fresh, [NEW], query) is fresh  # OLD's text is gone from a.py
+    assert steadier([], fresh, [OLD, NEW], query) is fresh
+
+
+def test_typing_on_new_lines_keeps_the_snippets_while_they_stay_relevant():
+    _, index, open_doc, type_at_end = make()
+    open_doc("ledger.py", LEDGER)
+    open_doc("ledger_copy.py", LEDGER.replace("InvoiceLedger", "InvoiceLedgerCopy").replace("amount_due", "amount_owed"))
+    billing = open_doc("billing.py", BILLING)
+    first = index.snippets_for(billing.uri, billing.text, **BUDGET)
+    assert [s.filepath for s in first] == ["ledger_copy.py", "ledger.py"]
+    # The second line makes ledger.py's window the better one: a fresh ranking would swap them.
+    for line in ("copy = InvoiceLedgerCopy()\n", "copy.add_line(invoice_number, amount_owed)\n"):
+        type_at_end(billing, line)
+        assert index.snippets_for(billing.uri, billing.text, **BUDGET) is first
+    # Another budget is another answer.
+    assert index.snippets_for(billing.uri, billing.text, budget_chars=700, max_snippets=4) is not first
