@@ -21,7 +21,11 @@ Configurations, each run with a fresh `codeloop lsp` process against the same se
   d "no budget":   as a, with both budgets off (latencyBudgetMs and lineBudgetMs null):
                    automatic triggers wait for whole suggestions (not run unless --configs has d);
   e "no line budget": as a, with lineBudgetMs null: a multi-line suggestion is not ended at a
-                   line soon after the request (not run unless --configs has e).
+                   line soon after the request (not run unless --configs has e);
+  n "no context":  as a, with contextChars 0: no repository context (not run unless --configs
+                   has n).
+The editor's workspace folder is this repository, so in every configuration but n the
+language server sends repository context (the typed file's imports) as an editor's would.
 a, b and c keep the language server's latencyBudgetMs (2000) and lineBudgetMs: the server
 answers an automatic trigger with what it generated within the first, and a multi-line one
 with the line it completed after the second (--line-budget-ms sets it).
@@ -30,7 +34,8 @@ otherwise the language server's defaults. Its own defaults (prefixChars 6000, su
 timeoutMs 8000; --lsp-defaults) give a ~1200-token prompt: the engine reads it whole once and
 reuses it after that (bench/prefix_reuse.py), but decodes more slowly at that length. Before
 the engine reused prompts, every request timed out there and nothing was ever shown.
---rounds N runs the configurations N times, alternating their order, and adds the runs up.
+--rounds N runs the configurations N times, alternating their order (--order repeat: the same
+order each round), and adds the runs up.
 
 What is measured, per configuration:
 - server side, from /metrics deltas: completion requests that reached the server, generations
@@ -57,6 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -164,7 +170,8 @@ async def run_mode(name: str, url: str, script: Script, options: dict, editor_ca
     client = await ClientServerConfig(server_command=[sys.executable, "-m", "codeloop.cli", "lsp", "--server", url],
                                       server_env=env).start()
     await client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), initialization_options=options))
+        capabilities=client_capabilities("visual-studio-code"), initialization_options=options,
+        workspace_folders=[types.WorkspaceFolder(REPO.as_uri(), REPO.name)]))
     uri = (REPO / "bench" / f"typist-{uuid.uuid4().hex[:8]}{script.path.suffix}").as_uri()
     text, cursor, version = script.opening, script.start, 1
     language = LANGUAGES.get(script.path.suffix, "plaintext")
@@ -269,12 +276,13 @@ def parse_range(text: str) -> tuple[float, float]:
     return lo_f, hi_f
 
 
-CONFIGS = {  # key: (name, debounceMs, cancelSuperseded, the editor cancels, latency budget on, line budget on)
-    "a": ("defaults", 150, True, True, True, True),
-    "b": ("no d/c", 0, False, False, True, True),
-    "c": ("no $/cancel", 150, True, False, True, True),
-    "d": ("no budget", 150, True, True, False, False),
-    "e": ("no line budget", 150, True, True, True, False),
+CONFIGS = {  # key: (name, debounceMs, cancelSuperseded, the editor cancels, latency budget on, line budget on, context on)
+    "a": ("defaults", 150, True, True, True, True, True),
+    "b": ("no d/c", 0, False, False, True, True, True),
+    "c": ("no $/cancel", 150, True, False, True, True, True),
+    "d": ("no budget", 150, True, True, False, False, True),
+    "e": ("no line budget", 150, True, True, True, False, True),
+    "n": ("no context", 150, True, True, True, True, False),
 }
 
 
@@ -297,11 +305,14 @@ async def run(args, script: Script, model_dir: Path) -> dict[str, Combined]:
         try:
             # Rounds alternate the order (ab, ba, ab...) so that a change in the machine's load
             # does not fall on one configuration only.
-            order = [key for n in range(args.rounds) for key in (args.configs if n % 2 == 0 else args.configs[::-1])]
+            order = [key for n in range(args.rounds)
+                     for key in (args.configs if n % 2 == 0 or args.order == "repeat" else args.configs[::-1])]
             for n, key in enumerate(order):
-                name, debounce, cancel_superseded, editor_cancels, budget, line_budget = CONFIGS[key]
+                name, debounce, cancel_superseded, editor_cancels, budget, line_budget, context = CONFIGS[key]
                 options = {**common, "debounceMs": debounce, "cancelSuperseded": cancel_superseded,
                            "user": f"typist-{key}-{run_id}-{n}"}
+                if not context:
+                    options["contextChars"] = 0
                 if not budget:
                     options["latencyBudgetMs"] = None
                 if not line_budget:
@@ -352,8 +363,14 @@ def main() -> None:
     parser.add_argument("--line-budget-ms", type=int, default=None,
                         help="the LSP's lineBudgetMs in configurations that keep it (default: the LSP's)")
     parser.add_argument("--rounds", type=int, default=1, help="run the configurations this many times, alternating their order")
+    parser.add_argument("--order", choices=("alternate", "repeat"), default="alternate",
+                        help="repeat: the same order every round, so that no configuration runs right after itself "
+                             "(the engine keeps the prompts it read: a configuration run twice in a row reuses its own, "
+                             "which only matters where configurations send different prompts, as n does)")
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the converted default model)")
     parser.add_argument("--lsp-log-level", default="error")
+    parser.add_argument("--strokes", type=Path, default=None,
+                        help="write every keystroke's record (JSON lines: configuration, keystroke, latency, what came back) here")
     parser.add_argument("--engine", default="transformers", choices=("transformers", "llama-cpp"),
                         help="the server's engine (llama-cpp serves the Q8_0 GGUF written next to the model folder)")
     parser.add_argument("--threads", type=int, default=None, help="the engine's threads (CODELOOP_TORCH_THREADS; default: the server's)")
@@ -382,11 +399,22 @@ def main() -> None:
     started = time.monotonic()
     results = asyncio.run(run(args, script, model_dir))
     keys = sorted(results)
+    if args.strokes:
+        with args.strokes.open("w") as out:
+            for k in keys:
+                for part, mode in enumerate(results[k].parts):
+                    for st in mode.strokes:
+                        out.write(json.dumps({"config": k, "round": part, "key": st.index, "typed": script.keys[st.index].text,
+                                              "latency_ms": st.latency_ms, "in_time": st.in_time, "typeahead": st.typeahead,
+                                              "error": st.error, "text": st.text}) + "\n")
+        print(f"keystrokes written to {args.strokes}")
     figs = {k: figures(results[k], args.max_tokens) for k in keys}
-    with_ratio = "a" in figs and "b" in figs
+    # With the defaults and one other configuration, a column of their ratios.
+    other = next((k for k in keys if k != "a"), None) if "a" in figs and len(keys) == 2 else None
+    with_ratio = other is not None
 
     print()
-    print(f"{'figure':44} " + " ".join(f"{k + ': ' + CONFIGS[k][0]:>14}" for k in keys) + (f" {'b / a':>8}" if with_ratio else ""))
+    print(f"{'figure':44} " + " ".join(f"{k + ': ' + CONFIGS[k][0]:>14}" for k in keys) + (f" {f'{other} / a':>8}" if with_ratio else ""))
     ratio_rows = {"generations started", "wasted tokens", "requests at the server",
                   "key -> suggestion seen, p50 (ms)", "key -> suggestion seen, p95 (ms)",
                   "key -> any answer incl. late, p50 (ms)", "key -> any answer incl. late, p95 (ms)",
@@ -396,15 +424,16 @@ def main() -> None:
         share = "share" in row
         line = f"{row:44} " + " ".join(f"{show(figs[k][row], share):>14}" for k in keys)
         if with_ratio:
-            line += f" {ratio(figs['b'][row], figs['a'][row]) if row in ratio_rows else '':>8}"
+            line += f" {ratio(figs[other][row], figs['a'][row]) if row in ratio_rows else '':>8}"
         print(line)
     print()
     for k in keys:
-        _, debounce, cancel_superseded, editor_cancels, budget, line_budget = CONFIGS[k]
+        _, debounce, cancel_superseded, editor_cancels, budget, line_budget, context = CONFIGS[k]
         line = (args.line_budget_ms or f"LSP default ({LspConfig().line_budget_ms})") if line_budget else "off"
         print(f"{k}: debounceMs {debounce}, cancelSuperseded {str(cancel_superseded).lower()}, "
               f"latencyBudgetMs {f'LSP default ({LspConfig().latency_budget_ms})' if budget else 'off'}, lineBudgetMs {line}, "
-              f"{'the editor sends $/cancelRequest for its pending request at each keystroke' if editor_cancels else 'the editor never cancels'}")
+              f"{'the editor sends $/cancelRequest for its pending request at each keystroke' if editor_cancels else 'the editor never cancels'}, "
+              f"{'repository context (LSP default contextChars)' if context else 'contextChars 0'}")
     print("wasted = generated - seen; generated = finished + cancelled generations' tokens.")
     print(f"whole run {time.monotonic() - started:.0f} s")
 

@@ -117,6 +117,10 @@ def figures(r: Combined, max_tokens: int) -> dict[str, float]:
     f["prompt tokens of finished generations"] = prompt_tokens
     f["  reused from an earlier prompt"] = r.delta("codeloop_cached_prompt_tokens_total")
     f["  reused share"] = f["  reused from an earlier prompt"] / prompt_tokens if prompt_tokens else math.nan
+    # Repository context the language server sent (the typed file's imports, from the workspace).
+    f["finished generations with context"] = sum(bool(row.get("context_snippets")) for row in r.rows)
+    f["  context tokens per prompt, mean"] = (sum(row.get("context_tokens") or 0 for row in r.rows) / len(r.rows)
+                                              if r.rows else math.nan)
     f["tokens shown per /v1/logs (shown=true)"] = sum(row["completion_tokens"] or 0 for row in r.rows if row.get("shown"))
     generated = tokens_done + cancelled_tokens
     f["wasted tokens"] = generated - seen_tokens
