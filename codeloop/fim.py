@@ -32,7 +32,7 @@ _CHARS_PER_TOKEN = 8
 # rather than one more character per keystroke: while the user types, the prompt keeps
 # starting the same way, so the engine can reuse what it read for the previous one. Only
 # for prefixes kept longer than _STEADY_MIN_CHARS, where the step is a small share.
-_CUT_STEP_CHARS = 256
+_CUT_STEP_CHARS = 512
 _STEADY_MIN_CHARS = 1024
 # The line being typed is counted as this many tokens (when it has fewer) while the cut is
 # decided: one more character can change a line's token count either way ("spli" is two
