@@ -31,7 +31,7 @@ _CHARS_PER_TOKEN = 8
 # A prefix cut to the budget loses its head in steps of this many characters (to a line start)
 # rather than one more character per keystroke: while the user types, the prompt keeps
 # starting the same way, so the engine can reuse what it read for the previous one. Only
-# for prefixes kept longer than _STEADY_MIN_CHARS, where the step is a small share.
+# for prefixes kept longer than _STEADY_MIN_CHARS (the default budget keeps ~5,000).
 _CUT_STEP_CHARS = 512
 _STEADY_MIN_CHARS = 1024
 # The line being typed is counted as this many tokens (when it has fewer) while the cut is

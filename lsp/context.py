@@ -20,7 +20,7 @@ import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from codeloop.snippets import (MAX_SNIPPET_CHARS, MIN_SCORE, MAX_SNIPPET_PATH_CHARS, WINDOW_LINES, Snippet, Window, identifiers,
+from codeloop.snippets import (MAX_SNIPPET_CHARS, MAX_SNIPPET_PATH_CHARS, MIN_SCORE, WINDOW_LINES, Snippet, Window, identifiers,
                                imported_paths, query_text, rank, similarity, windows)
 from lsp.documents import Document, Edit
 from lsp.workspace import DiskFile, Located, Workspace
@@ -30,13 +30,14 @@ MAX_RECENT_EDITS = 10  # edited line ranges remembered, across documents
 MAX_IMPORTED_FILES = 8  # imported files read from disk per request
 MAX_CONTEXT_DOC_CHARS = 500_000  # larger documents are not cut into windows (cost per change)
 CLOSED = -1  # a recent edit's window taken from a document that is closed now
+# The server refuses a request whose snippet or path is longer than codeloop.snippets'
+# limits: such windows (minified code) are never sent.
+
 # The snippets sent last are sent again while they score at least this share of a fresh
 # ranking's (summed similarity with the lines before the cursor): a new list costs the
 # engine a whole prompt read (~1 s for 1,500 tokens on 2 cores), a slightly better one buys
 # little (docs/benchmarks.md, "Repository context").
 STEADY_SHARE = 0.7
-# The server refuses a request whose snippet or path is longer than codeloop.snippets'
-# limits: such windows (minified code) are never sent.
 
 # Lines that may hold an import: imported_paths reads nothing else, so these lines decide
 # what a document imports, and are compared instead of the whole text.
