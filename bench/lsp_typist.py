@@ -409,8 +409,10 @@ def main() -> None:
                                               "error": st.error, "text": st.text}) + "\n")
         print(f"keystrokes written to {args.strokes}")
     figs = {k: figures(results[k], args.max_tokens) for k in keys}
-    # With the defaults and one other configuration, a column of their ratios.
-    other = next((k for k in keys if k != "a"), None) if "a" in figs and len(keys) == 2 else None
+    # A column of ratios to the defaults: for b where it ran (as before n existed), else for
+    # the one other configuration.
+    others = [k for k in keys if k != "a"]
+    other = ("b" if "b" in others else others[0] if len(others) == 1 else None) if "a" in figs else None
     with_ratio = other is not None
 
     print()
