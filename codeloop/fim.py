@@ -225,27 +225,27 @@ def trim_to_budget(
     other. A trimmed side is cut at a line boundary (the prefix loses its partial first line,
     the suffix its partial last line) unless that would leave it empty. Cuts are made on
     character offsets, so no character is ever split. Each side is tokenized twice at most:
-    once (a window of at most 8 characters per budget token) to cut, once to count.
+    once (a window of at most 8 characters per budget token) to cut, once to count (and the
+    prefix's last line once more, to size it).
     """
     budget = max(0, max_prompt_tokens - reserved_tokens)
     suf_window, suf_cut = _head(suffix, budget * _CHARS_PER_TOKEN)
     suf_offsets = _offsets(tokenizer, suf_window)
     suffix_cap = int(budget * min(max(suffix_share, 0.0), 1.0))
 
-    head, line = prefix[: prefix.rfind("\n") + 1], prefix[prefix.rfind("\n") + 1 :]
+    # The cut is decided on `decided`, with `reserve` tokens set aside for `held` (see
+    # _LINE_RESERVE_TOKENS): the lines above the cursor's and its line, or a long line exactly.
+    head, newline, line = prefix.rpartition("\n")
     reserve = min(_LINE_RESERVE_TOKENS, budget // 16)  # a small share of the budget
-    if head and reserve >= 8 and _count(tokenizer, line) <= reserve:
-        # Decide on the lines above the cursor's (see _LINE_RESERVE_TOKENS), then add its line.
-        pre_window, pre_cut = _tail(head, budget * _CHARS_PER_TOKEN)
-        pre_offsets = _offsets(tokenizer, pre_window)
-        suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets) - reserve))
-        head_keep = min(len(pre_offsets), budget - suf_keep - reserve)
-        kept = _keep_last(pre_window, pre_offsets, head_keep, pre_cut) + line
+    if newline and reserve >= 8 and _count(tokenizer, line) <= reserve:
+        decided, held = head + newline, line
     else:
-        pre_window, pre_cut = _tail(prefix, budget * _CHARS_PER_TOKEN)
-        pre_offsets = _offsets(tokenizer, pre_window)
-        suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets)))
-        kept = _keep_last(pre_window, pre_offsets, min(len(pre_offsets), budget - suf_keep), pre_cut)
+        decided, held, reserve = prefix, "", 0
+    pre_window, pre_cut = _tail(decided, budget * _CHARS_PER_TOKEN)
+    pre_offsets = _offsets(tokenizer, pre_window)
+    suf_keep = min(len(suf_offsets), max(suffix_cap, budget - len(pre_offsets) - reserve))
+    pre_keep = min(len(pre_offsets), budget - suf_keep - reserve)
+    kept = _keep_last(pre_window, pre_offsets, pre_keep, pre_cut) + held
 
     new_prefix = _steady_cut(prefix, kept)
     new_suffix = _keep_first(suf_window, suf_offsets, suf_keep, suf_cut)
